@@ -1,0 +1,110 @@
+// shoal-worker: a daemon per GPU or CPU slot that attaches to a coordinator and runs its stages.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <cstdlib>
+#include <thread>
+
+#include "common/logging.h"
+#include "kernels/device.h"
+#include "protocol/auth.h"
+#include "worker/control_session.h"
+#include "worker/job_runner.h"
+
+namespace {
+
+std::string Hostname() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  return buf;
+}
+
+uint64_t HostMemoryBytes() {
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
+}
+
+int Fail(const std::string& message) {
+  fprintf(stderr, "shoal-worker: %s\n", message.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"shoal-worker: attaches to a shoal coordinator and runs the stages it is assigned"};
+  std::string coordinator, device = "cpu", name, token_file, log_format = "text", log_level = "info", log_file;
+  int threads = 0;
+  app.add_option("--coordinator", coordinator, "Coordinator HOST:PORT (default: $SHOAL_COORDINATOR)");
+  app.add_option("--device", device, "cpu, or cuda:N")->default_val("cpu");
+  app.add_option("--name", name, "Worker name, unique in the cluster (default: HOST-PID)");
+  app.add_option("--threads", threads, "Compute threads (default: all cores)")->default_val(0);
+  app.add_option("--token-file", token_file, "Cluster token file (default: $SHOAL_TOKEN_FILE)");
+  app.add_option("--log-format", log_format, "text or json")->default_val("text");
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->default_val("info");
+  app.add_option("--log-file", log_file, "Log to this file instead of stderr");
+  CLI11_PARSE(app, argc, argv);
+
+  if (coordinator.empty() && getenv("SHOAL_COORDINATOR")) coordinator = getenv("SHOAL_COORDINATOR");
+  if (token_file.empty() && getenv("SHOAL_TOKEN_FILE")) token_file = getenv("SHOAL_TOKEN_FILE");
+  if (coordinator.empty()) return Fail("no coordinator: pass --coordinator HOST:PORT or set SHOAL_COORDINATOR");
+  if (token_file.empty()) return Fail("no cluster token: pass --token-file FILE or set SHOAL_TOKEN_FILE");
+  auto host_port = shoal::protocol::ParseHostPort(coordinator);
+  if (!host_port.ok()) return Fail(host_port.status().message());
+  auto token = shoal::protocol::LoadToken(token_file);
+  if (!token.ok()) return Fail("cannot read the cluster token: " + token.status().message());
+  auto format = shoal::ParseLogFormat(log_format);
+  if (!format.ok()) return Fail(format.status().message());
+
+  shoal::worker::WorkerIdentity identity;
+  identity.host = Hostname();
+  identity.name = name.empty() ? identity.host + "-" + std::to_string(getpid()) : name;
+  unsigned cores = std::thread::hardware_concurrency();
+  identity.cores = threads > 0 ? static_cast<uint32_t>(threads) : cores;
+  if (device == "cpu") {
+    identity.device = shoal::proto::DeviceKind::CPU;
+    identity.device_memory_bytes = HostMemoryBytes();
+  } else if (device.rfind("cuda:", 0) == 0) {
+    identity.device = shoal::proto::DeviceKind::CUDA;
+    char* end = nullptr;
+    long idx = strtol(device.c_str() + 5, &end, 10);
+    if (*end != '\0' || idx < 0) return Fail("--device must be cpu or cuda:N, got '" + device + "'");
+    if (idx >= shoal::kernels::CudaDeviceCount()) {
+      return Fail("--device " + device + ": no such CUDA device (" + shoal::kernels::CudaDeviceDescription(0) + ")");
+    }
+    identity.device_index = static_cast<int32_t>(idx);
+  } else {
+    return Fail("--device must be cpu or cuda:N, got '" + device + "'");
+  }
+
+  shoal::Status log_status = shoal::InitLogging({identity.name, *format, log_level, log_file});
+  if (!log_status.ok()) return Fail(log_status.message());
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  boost::asio::io_context io;
+  shoal::worker::IdleJobRunner runner;
+  shoal::worker::ControlSession session(io, host_port->first, host_port->second, std::move(*token), identity,
+                                        &runner);
+  session.SetExitCallback([&io] { io.stop(); });
+  std::thread signals([&] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    spdlog::info("received {}, draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    session.Drain(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  });
+  signals.detach();
+  session.Start();
+  auto guard = boost::asio::make_work_guard(io);
+  io.run();
+  spdlog::info("worker {} exited", identity.name);
+  return 0;
+}
