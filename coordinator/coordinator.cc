@@ -96,13 +96,7 @@ void Coordinator::Impl::Route(const protocol::ConnectionPtr& conn, protocol::Mes
       if (NeedsRole(conn, *msg, kCli)) registry->HandleDetach(conn, msg);
       break;
     case E::LIST_WORKERS:
-      registry->ListWorkers([conn, msg](std::vector<WorkerInfo> workers) {
-        capnp::MallocMessageBuilder b;
-        auto list = b.initRoot<proto::Envelope>().initListWorkersReply().initWorkers(
-            static_cast<unsigned>(workers.size()));
-        for (size_t i = 0; i < workers.size(); ++i) ToProto(workers[i], list[static_cast<unsigned>(i)]);
-        conn->Reply(*msg, b);
-      });
+      registry->HandleListWorkers(conn, msg);
       break;
     case E::CLUSTER_INFO: {
       capnp::MallocMessageBuilder b;

@@ -371,7 +371,7 @@ void JobManager::HandleJobStatus(protocol::ConnectionPtr conn, protocol::Message
       conn->ReplyError(*msg, NotFoundError("no job '" + target + "'; see `shoal jobs`"));
       return;
     }
-    auto events = events_table_.Scan();
+    auto events = events_table_.Scan(EventKeyPrefix(job->info.job_id));
     capnp::MallocMessageBuilder b;
     auto reply = b.initRoot<proto::Envelope>().initJobStatusReply();
     ToProto(job->info, reply.initJob());
@@ -381,9 +381,7 @@ void JobManager::HandleJobStatus(protocol::ConnectionPtr conn, protocol::Message
     for (size_t i = 0; i < job->recent_steps.size(); ++i) ToProto(job->recent_steps[i], steps[static_cast<unsigned>(i)]);
     std::vector<EventInfo> mine;
     if (events.ok()) {
-      for (auto& [_, e] : *events) {
-        if (e.job_id == job->info.job_id) mine.push_back(std::move(e));
-      }
+      for (auto& [_, e] : *events) mine.push_back(std::move(e));
     }
     size_t keep = std::min<size_t>(mine.size(), 20);
     auto ev = reply.initEvents(static_cast<unsigned>(keep));

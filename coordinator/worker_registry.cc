@@ -21,11 +21,15 @@ std::string Seconds(Duration d) {
 
 }  // namespace
 
+std::string EventKeyPrefix(const std::string& scope) { return scope + "/"; }
+
 void AppendEvent(const TypedTable<EventInfo>& events, WriteBatch& batch, EventInfo event) {
   if (event.time_ms == 0) event.time_ms = WallMillis();
-  char key[64];
-  std::snprintf(key, sizeof(key), "%015lld-", static_cast<long long>(event.time_ms));
-  events.Put(batch, std::string(key) + HexEncode(RandomBytes(4)), event);
+  // Keyed by scope (the job, else the worker) then time, so one job's history is one prefix scan.
+  char time[32];
+  std::snprintf(time, sizeof(time), "%015lld-", static_cast<long long>(event.time_ms));
+  std::string scope = !event.job_id.empty() ? event.job_id : "worker:" + event.worker_id;
+  events.Put(batch, EventKeyPrefix(scope) + time + HexEncode(RandomBytes(4)), event);
 }
 
 WorkerRegistry::WorkerRegistry(boost::asio::io_context& io, StateStore* store, const Clock* clock,
@@ -311,13 +315,13 @@ void WorkerRegistry::OnWorkerJobChanged(std::string worker_id, std::string job_i
   });
 }
 
-void WorkerRegistry::ListWorkers(std::function<void(std::vector<WorkerInfo>)> done) {
-  Post("WorkerRegistry.ListWorkers", [this, done = std::move(done)] {
-    std::vector<WorkerInfo> out;
-    out.reserve(workers_.size());
-    for (const auto& [_, e] : workers_) out.push_back(e.info);
-    std::sort(out.begin(), out.end(), [](const WorkerInfo& a, const WorkerInfo& b) { return a.name < b.name; });
-    done(std::move(out));
+void WorkerRegistry::HandleListWorkers(protocol::ConnectionPtr conn, protocol::MessagePtr msg) {
+  Post("WorkerRegistry.HandleListWorkers", [this, conn, msg] {
+    capnp::MallocMessageBuilder b;
+    auto list = b.initRoot<proto::Envelope>().initListWorkersReply().initWorkers(static_cast<unsigned>(by_name_.size()));
+    unsigned i = 0;
+    for (const auto& [name, id] : by_name_) ToProto(workers_.at(id).info, list[i++]);  // sorted by name
+    conn->Reply(*msg, b);
   });
 }
 

@@ -63,7 +63,7 @@ class WorkerRegistry : public Actor {
   // From the job manager: which job a worker serves (shown in listings).
   void OnWorkerJobChanged(std::string worker_id, std::string job_id);
 
-  void ListWorkers(std::function<void(std::vector<WorkerInfo>)> done);
+  void HandleListWorkers(protocol::ConnectionPtr conn, protocol::MessagePtr msg);
 
   // Runs one health pass now (tests drive it with a FakeClock).
   void CheckHealthNow();
@@ -98,7 +98,10 @@ class WorkerRegistry : public Actor {
   RegisterListener on_register_;
 };
 
-// Appends an event row (key: zero-padded time + random suffix, so events sort by time).
+// Event rows are keyed "<scope>/<zero-padded ms>-<random>": scope is the job id, or "worker:<id>" for worker
+// events, so a job's history is one prefix scan in time order.
+std::string EventKeyPrefix(const std::string& scope);
+// Appends an event row.
 void AppendEvent(const TypedTable<EventInfo>& events, WriteBatch& batch, EventInfo event);
 
 }  // namespace shoal::coordinator
