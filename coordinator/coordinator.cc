@@ -80,6 +80,15 @@ void Coordinator::Impl::Route(const protocol::ConnectionPtr& conn, protocol::Mes
     case E::STEP_REPORT:
       if (NeedsRole(conn, *msg, kWorker)) jobs->HandleStepReport(conn, msg);
       break;
+    case E::CHECKPOINT_SHARD:
+      if (NeedsRole(conn, *msg, kWorker)) jobs->HandleCheckpointShard(conn, msg);
+      break;
+    case E::RANK_FAILED:
+      if (NeedsRole(conn, *msg, kWorker)) jobs->HandleRankFailed(conn, msg);
+      break;
+    case E::LIST_CHECKPOINTS:
+      jobs->HandleListCheckpoints(conn, msg);
+      break;
     case E::SUBMIT:
       if (NeedsRole(conn, *msg, kCli)) jobs->HandleSubmit(conn, msg);
       break;
@@ -174,7 +183,8 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptions optio
   impl->registry = std::make_unique<WorkerRegistry>(impl->io, impl->store.get(), &impl->clock, options.health,
                                                     &impl->directory, impl->handlers);
   impl->jobs = std::make_unique<JobManager>(impl->io, impl->store.get(), &impl->directory, MakePlacementPolicy(),
-                                            JobManager::Options{}, impl->handlers);
+                                            JobManager::Options{10, 64, options.state_dir + "/checkpoints"},
+                                            impl->handlers);
   impl->registry->SetListeners(
       [raw](std::vector<WorkerInfo> snapshot) {
         std::map<std::string, int> counts;

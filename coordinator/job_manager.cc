@@ -33,7 +33,9 @@ JobManager::JobManager(boost::asio::io_context& io, StateStore* store, WorkerDir
       options_(options),
       jobs_table_(store, Table::kJobs, EncodeJob, DecodeJob),
       placements_table_(store, Table::kPlacements, EncodePlacement, DecodePlacement),
-      events_table_(store, Table::kEvents, EncodeEvent, DecodeEvent) {}
+      events_table_(store, Table::kEvents, EncodeEvent, DecodeEvent),
+      checkpoints_table_(store, Table::kCheckpoints, EncodeCheckpoint, DecodeCheckpoint),
+      metrics_table_(store, Table::kMetrics, EncodeStepReport, DecodeStepReport) {}
 
 Status JobManager::Initialize() {
   ASSIGN_OR_RETURN(auto jobs, jobs_table_.Scan());
@@ -57,6 +59,11 @@ Status JobManager::Initialize() {
   for (auto& [id, p] : placements) {
     auto it = jobs_.find(id);
     if (it != jobs_.end()) it->second.placement = std::move(p);
+  }
+  ASSIGN_OR_RETURN(auto checkpoints, checkpoints_table_.Scan());
+  for (auto& [key, c] : checkpoints) {  // keys sort by job, then commit order
+    auto it = jobs_.find(c.job_id);
+    if (it != jobs_.end()) it->second.latest_checkpoint = std::move(c);
   }
   spdlog::info("JobManager: recovered {} jobs, {} placements", jobs_.size(), placements.size());
   PublishCounts();
@@ -252,6 +259,11 @@ void JobManager::SendAssignment(const Job& job, const RankInfo& rank) {
     s.setHasEmbedding(stages[i].has_embedding);
     s.setHasHead(stages[i].has_head);
   }
+  a.setCheckpointRoot(CheckpointDir(job));
+  if (job.latest_checkpoint) {
+    a.setHasRestore(true);
+    ToProto(*job.latest_checkpoint, a.initRestore());
+  }
   if (!directory_->Send(rank.worker_id, b)) {
     spdlog::info("job {}: worker {} is not connected; the assignment goes out when it reconnects",
                  job.info.job_id, rank.worker_name);
@@ -312,9 +324,22 @@ void JobManager::HandleStepReport(protocol::ConnectionPtr conn, protocol::Messag
     auto it = jobs_.find(report.job_id);
     if (it == jobs_.end() || report.epoch != it->second.info.epoch) return;  // zombie or unknown
     Job& job = it->second;
-    for (auto& p : job.info.phases) {
-      if (p.name == report.phase && report.step > p.step) p.step = report.step;
+    if (IsTerminal(job.info.state)) return;
+    if (report.phase_index > job.info.phase_index && report.phase_index < job.info.phases.size()) {
+      AdvancePhase(job, report.phase_index);
     }
+    if (report.phase_index < job.info.phases.size()) {
+      auto& p = job.info.phases[report.phase_index];
+      if (report.step > p.step) p.step = report.step;
+    }
+    // The loss curve is durable: one row per (phase, step, rank), keyed to sort in training order.
+    char key[96];
+    std::snprintf(key, sizeof(key), "%s/%03u/%09llu/%03u-%03u", report.job_id.c_str(), report.phase_index,
+                  static_cast<unsigned long long>(report.step), report.pp_rank, report.dp_rank);
+    WriteBatch batch;
+    metrics_table_.Put(batch, key, report);
+    Status s = store_->Write(batch);
+    if (!s.ok()) spdlog::warn("job {}: step report not persisted: {}", job.info.job_id, s.ToString());
     job.recent_steps.push_back(std::move(report));
     while (job.recent_steps.size() > options_.recent_steps_kept) job.recent_steps.pop_front();
   });
@@ -406,16 +431,7 @@ void JobManager::OnClusterChanged(std::vector<WorkerInfo> snapshot) {
         }
       }
       if (lost.empty()) continue;
-      if (job.info.restarts >= options_.max_restarts) {
-        Release(job, "job failed");
-        AnnounceWorkers(job, false);
-        SetState(job, JobState::FAILED, lost + "; restart budget of " + std::to_string(options_.max_restarts) +
-                                            " exhausted");
-        continue;
-      }
-      job.info.restarts += 1;
-      Release(job, "re-placing: " + lost);
-      SetState(job, JobState::RECOVERING, lost);
+      Recover(job, lost);
     }
     TryPlaceAll();
   });

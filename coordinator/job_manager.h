@@ -7,10 +7,14 @@
 //   PLACING     --every rank acknowledged this epoch--------------------> RUNNING(phase)
 //   RUNNING     --a placed worker is DEAD, DRAINING or DETACHED----------> RECOVERING
 //   RECOVERING  --re-placed at epoch+1 and every rank acknowledged------> RUNNING(phase)
-//   RUNNING     --the last phase reports done----------------------------> SUCCEEDED
+//   RUNNING     --a rank reports a failure (RankFailed)------------------> RECOVERING (same budget)
+//   RUNNING     --the last phase's final checkpoint is committed--------> SUCCEEDED (workers released)
 //   any live    --cancel (CLI)-------------------------------------------> CANCELLED (workers released)
 //   any live    --restart budget exhausted / unrecoverable----------------> FAILED
-// Epochs fence zombies: acks and reports from an older epoch are ignored.
+// Epochs fence zombies: acks, reports and checkpoint shards from an older epoch are ignored.
+// Checkpoints: each rank reports its shard of (phase, step) once it is durable; when every rank of the
+// placement has, the manifest is committed in one synced batch (checkpoints + cursors + job progress), and only
+// committed checkpoints are handed to workers to restore from (job_manager_checkpoints.cc).
 #pragma once
 
 #include <deque>
@@ -41,6 +45,7 @@ class JobManager : public Actor {
   struct Options {
     uint32_t max_restarts = 10;
     size_t recent_steps_kept = 64;
+    std::string checkpoint_root;  // jobs checkpoint under <root>/<job id>/; empty: workers keep none
   };
   using WorkerJobListener = std::function<void(const std::string& worker_id, const std::string& job_id)>;
 
@@ -58,6 +63,9 @@ class JobManager : public Actor {
   void HandleJobStatus(protocol::ConnectionPtr conn, protocol::MessagePtr msg);
   void HandleAssignmentAck(protocol::ConnectionPtr conn, protocol::MessagePtr msg);
   void HandleStepReport(protocol::ConnectionPtr conn, protocol::MessagePtr msg);
+  void HandleCheckpointShard(protocol::ConnectionPtr conn, protocol::MessagePtr msg);
+  void HandleListCheckpoints(protocol::ConnectionPtr conn, protocol::MessagePtr msg);
+  void HandleRankFailed(protocol::ConnectionPtr conn, protocol::MessagePtr msg);
 
   // From the registry.
   void OnClusterChanged(std::vector<WorkerInfo> snapshot);
@@ -76,6 +84,8 @@ class JobManager : public Actor {
     JobSpec spec;
     std::optional<PlacementInfo> placement;
     std::deque<StepReportInfo> recent_steps;
+    std::optional<CheckpointInfo> latest_checkpoint;                  // last committed
+    std::map<std::string, std::vector<CheckpointShardInfo>> pending;  // checkpoint id -> shards so far
   };
 
   Job* Find(const std::string& id_or_name);
@@ -88,6 +98,11 @@ class JobManager : public Actor {
                  bool with_placement);
   void SetState(Job& job, JobState to, std::string reason);
   std::set<std::string> BusyWorkers(const std::string& except_job_id) const;
+  void CommitCheckpoint(Job& job, const std::string& checkpoint_id);
+  // Marks phases before `phase_index` done and moves the job's current phase forward.
+  void AdvancePhase(Job& job, uint32_t phase_index);
+  void Recover(Job& job, const std::string& why);
+  std::string CheckpointDir(const Job& job) const;
   void AnnounceWorkers(const Job& job, bool assigned);
 
   StateStore* store_;
@@ -97,6 +112,8 @@ class JobManager : public Actor {
   TypedTable<JobInfo> jobs_table_;
   TypedTable<PlacementInfo> placements_table_;
   TypedTable<EventInfo> events_table_;
+  TypedTable<CheckpointInfo> checkpoints_table_;
+  TypedTable<StepReportInfo> metrics_table_;
   std::map<std::string, Job> jobs_;              // by job id
   std::map<std::string, WorkerInfo> cluster_;   // latest registry snapshot, by worker id
   WorkerJobListener on_worker_job_;

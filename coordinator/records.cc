@@ -240,8 +240,80 @@ EventInfo FromProto(proto::EventRecord::Reader r) {
   return EventInfo{r.getTimeMs(), Str(r.getJobId()), Str(r.getWorkerId()), Str(r.getKind()), Str(r.getMessage())};
 }
 
+std::string CheckpointId(const std::string& phase, uint64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "-%06llu", static_cast<unsigned long long>(step));
+  return phase + buf;
+}
+
+void ToProto(const CheckpointShardInfo& s, proto::CheckpointShard::Builder b) {
+  b.setJobId(s.job_id);
+  b.setEpoch(s.epoch);
+  b.setPhase(s.phase);
+  b.setPhaseIndex(s.phase_index);
+  b.setStep(s.step);
+  b.setPpRank(s.pp_rank);
+  b.setDpRank(s.dp_rank);
+  b.setDir(s.dir);
+  auto files = b.initFiles(static_cast<unsigned>(s.files.size()));
+  for (size_t i = 0; i < s.files.size(); ++i) {
+    auto f = files[static_cast<unsigned>(i)];
+    f.setName(s.files[i].name);
+    f.setBytes(s.files[i].bytes);
+    f.setXxh3(s.files[i].xxh3);
+  }
+  b.setCursor(s.cursor);
+  b.setPhaseDone(s.phase_done);
+}
+
+CheckpointShardInfo FromProto(proto::CheckpointShard::Reader r) {
+  CheckpointShardInfo s;
+  s.job_id = Str(r.getJobId());
+  s.epoch = r.getEpoch();
+  s.phase = Str(r.getPhase());
+  s.phase_index = r.getPhaseIndex();
+  s.step = r.getStep();
+  s.pp_rank = r.getPpRank();
+  s.dp_rank = r.getDpRank();
+  s.dir = Str(r.getDir());
+  for (auto f : r.getFiles()) s.files.push_back(CheckpointFileInfo{Str(f.getName()), f.getBytes(), f.getXxh3()});
+  s.cursor = Str(r.getCursor());
+  s.phase_done = r.getPhaseDone();
+  return s;
+}
+
+void ToProto(const CheckpointInfo& c, proto::CheckpointRecord::Builder b) {
+  b.setJobId(c.job_id);
+  b.setCheckpointId(c.checkpoint_id);
+  b.setPhase(c.phase);
+  b.setPhaseIndex(c.phase_index);
+  b.setStep(c.step);
+  b.setDir(c.dir);
+  auto shards = b.initShards(static_cast<unsigned>(c.shards.size()));
+  for (size_t i = 0; i < c.shards.size(); ++i) ToProto(c.shards[i], shards[static_cast<unsigned>(i)]);
+  b.setCommittedAtMs(c.committed_at_ms);
+  b.setEpoch(c.epoch);
+  b.setPhaseDone(c.phase_done);
+}
+
+CheckpointInfo FromProto(proto::CheckpointRecord::Reader r) {
+  CheckpointInfo c;
+  c.job_id = Str(r.getJobId());
+  c.checkpoint_id = Str(r.getCheckpointId());
+  c.phase = Str(r.getPhase());
+  c.phase_index = r.getPhaseIndex();
+  c.step = r.getStep();
+  c.dir = Str(r.getDir());
+  for (auto s : r.getShards()) c.shards.push_back(FromProto(s));
+  c.committed_at_ms = r.getCommittedAtMs();
+  c.epoch = r.getEpoch();
+  c.phase_done = r.getPhaseDone();
+  return c;
+}
+
 void ToProto(const StepReportInfo& s, proto::StepReport::Builder b) {
   b.setJobId(s.job_id);
+  b.setPhaseIndex(s.phase_index);
   b.setEpoch(s.epoch);
   b.setPhase(s.phase);
   b.setStep(s.step);
@@ -259,6 +331,7 @@ void ToProto(const StepReportInfo& s, proto::StepReport::Builder b) {
 StepReportInfo FromProto(proto::StepReport::Reader r) {
   StepReportInfo s;
   s.job_id = Str(r.getJobId());
+  s.phase_index = r.getPhaseIndex();
   s.epoch = r.getEpoch();
   s.phase = Str(r.getPhase());
   s.step = r.getStep();
@@ -284,6 +357,10 @@ Result<EventInfo> DecodeEvent(std::string_view b) { return Decode<proto::EventRe
 }  // namespace shoal::coordinator
 
 namespace shoal::coordinator {
+std::string EncodeCheckpoint(const CheckpointInfo& c) { return Encode<proto::CheckpointRecord>(c); }
+Result<CheckpointInfo> DecodeCheckpoint(std::string_view b) {
+  return Decode<proto::CheckpointRecord, CheckpointInfo>(b, "checkpoint");
+}
 std::string EncodeStepReport(const StepReportInfo& s) { return Encode<proto::StepReport>(s); }
 Result<StepReportInfo> DecodeStepReport(std::string_view b) {
   return Decode<proto::StepReport, StepReportInfo>(b, "step report");

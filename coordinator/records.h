@@ -98,6 +98,7 @@ struct JobInfo {
 
 struct StepReportInfo {
   std::string job_id;
+  uint32_t phase_index = 0;
   uint64_t epoch = 0;
   std::string phase;
   uint64_t step = 0;
@@ -107,6 +108,41 @@ struct StepReportInfo {
   std::vector<std::pair<std::string, double>> metrics;
   int64_t time_ms = 0;
 };
+
+struct CheckpointFileInfo {
+  std::string name;
+  uint64_t bytes = 0;
+  uint64_t xxh3 = 0;
+};
+
+struct CheckpointShardInfo {
+  std::string job_id;
+  uint64_t epoch = 0;
+  std::string phase;
+  uint32_t phase_index = 0;
+  uint64_t step = 0;
+  uint32_t pp_rank = 0;
+  uint32_t dp_rank = 0;
+  std::string dir;
+  std::vector<CheckpointFileInfo> files;
+  std::string cursor;
+  bool phase_done = false;
+};
+
+struct CheckpointInfo {
+  std::string job_id;
+  std::string checkpoint_id;  // "<phase>-<step, 6 digits>"
+  std::string phase;
+  uint32_t phase_index = 0;
+  uint64_t step = 0;
+  std::string dir;
+  std::vector<CheckpointShardInfo> shards;
+  int64_t committed_at_ms = 0;
+  uint64_t epoch = 0;
+  bool phase_done = false;
+};
+
+std::string CheckpointId(const std::string& phase, uint64_t step);
 
 struct EventInfo {
   int64_t time_ms = 0;
@@ -128,6 +164,10 @@ JobInfo FromProto(proto::JobRecord::Reader r);
 void ToProto(const EventInfo& e, proto::EventRecord::Builder b);
 EventInfo FromProto(proto::EventRecord::Reader r);
 
+void ToProto(const CheckpointShardInfo& s, proto::CheckpointShard::Builder b);
+CheckpointShardInfo FromProto(proto::CheckpointShard::Reader r);
+void ToProto(const CheckpointInfo& c, proto::CheckpointRecord::Builder b);
+CheckpointInfo FromProto(proto::CheckpointRecord::Reader r);
 void ToProto(const StepReportInfo& s, proto::StepReport::Builder b);
 StepReportInfo FromProto(proto::StepReport::Reader r);
 
@@ -140,6 +180,8 @@ std::string EncodePlacement(const PlacementInfo& p);
 Result<PlacementInfo> DecodePlacement(std::string_view bytes);
 std::string EncodeEvent(const EventInfo& e);
 Result<EventInfo> DecodeEvent(std::string_view bytes);
+std::string EncodeCheckpoint(const CheckpointInfo& c);
+Result<CheckpointInfo> DecodeCheckpoint(std::string_view bytes);
 std::string EncodeStepReport(const StepReportInfo& s);
 Result<StepReportInfo> DecodeStepReport(std::string_view bytes);
 

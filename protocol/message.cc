@@ -127,6 +127,10 @@ const char* EnvelopeKind(proto::Envelope::Reader env) {
     case proto::Envelope::CLUSTER_INFO: return "clusterInfo";
     case proto::Envelope::CLUSTER_INFO_REPLY: return "clusterInfoReply";
     case proto::Envelope::SHUTDOWN: return "shutdown";
+    case proto::Envelope::CHECKPOINT_SHARD: return "checkpointShard";
+    case proto::Envelope::LIST_CHECKPOINTS: return "listCheckpoints";
+    case proto::Envelope::LIST_CHECKPOINTS_REPLY: return "listCheckpointsReply";
+    case proto::Envelope::RANK_FAILED: return "rankFailed";
   }
   return "unknown";
 }

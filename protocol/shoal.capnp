@@ -149,12 +149,59 @@ struct StepReport {
   jobId @0 :Text;
   epoch @1 :UInt64;
   phase @2 :Text;
-  step @3 :UInt64;
+  step @3 :UInt64;          # optimizer step within the phase, 1-based
   ppRank @4 :UInt32;
   dpRank @5 :UInt32;
   loss @6 :Float64;
   metrics @7 :List(Metric); # mtp_loss, balance_loss, grad_norm, lr, tokens_per_s, expert_imbalance, ...
   timeMs @8 :Int64;
+  phaseIndex @9 :UInt32;
+}
+
+struct CheckpointFile {
+  name @0 :Text;            # relative to the checkpoint directory
+  bytes @1 :UInt64;
+  xxh3 @2 :UInt64;
+}
+
+# worker -> coordinator: one shard of a checkpoint is durable on disk.
+struct CheckpointShard {
+  jobId @0 :Text;
+  epoch @1 :UInt64;
+  phase @2 :Text;
+  phaseIndex @3 :UInt32;
+  step @4 :UInt64;
+  ppRank @5 :UInt32;
+  dpRank @6 :UInt32;
+  dir @7 :Text;             # the checkpoint directory (shared by every shard of the step)
+  files @8 :List(CheckpointFile);
+  cursor @9 :Text;          # the data cursor after this step (JSON), for exact resumption
+  phaseDone @10 :Bool;      # the final checkpoint of its phase
+}
+
+# A committed checkpoint: every shard of (phase, step) reported. Only these are ever restored.
+struct CheckpointRecord {
+  jobId @0 :Text;
+  checkpointId @1 :Text;    # "<phase>-<step, 6 digits>"
+  phase @2 :Text;
+  phaseIndex @3 :UInt32;
+  step @4 :UInt64;
+  dir @5 :Text;
+  shards @6 :List(CheckpointShard);
+  committedAtMs @7 :Int64;
+  epoch @8 :UInt64;
+  phaseDone @9 :Bool;
+}
+
+struct ListCheckpointsReply {
+  checkpoints @0 :List(CheckpointRecord);
+}
+
+# worker -> coordinator: the job's work on this rank has ended with an error it cannot recover from alone.
+struct RankFailed {
+  jobId @0 :Text;
+  epoch @1 :UInt64;
+  message @2 :Text;
 }
 
 struct EventRecord {
@@ -208,6 +255,9 @@ struct Assignment {
   peers @5 :List(RankAssignment);
   stages @6 :List(StageLayers);
   phaseIndex @7 :UInt32;
+  checkpointRoot @8 :Text;  # where this job's checkpoints go: <root>/<phase>-<step>/
+  restore @9 :CheckpointRecord;  # resume from here when hasRestore
+  hasRestore @10 :Bool;
 }
 
 struct AssignmentAck {
@@ -310,5 +360,9 @@ struct Envelope {
     clusterInfo @27 :Void;
     clusterInfoReply @28 :ClusterInfoReply;
     shutdown @29 :Void;     # CLI -> coordinator (shoal down)
+    checkpointShard @30 :CheckpointShard;
+    listCheckpoints @31 :JobRef;
+    listCheckpointsReply @32 :ListCheckpointsReply;
+    rankFailed @33 :RankFailed;
   }
 }

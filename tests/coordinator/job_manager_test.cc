@@ -195,5 +195,84 @@ TEST_F(JobManagerTest, InvalidSpecIsRefusedWithItsLocation) {
   EXPECT_NE(m.find("model.preset"), std::string::npos) << m;
 }
 
+void ReportShard(JobManager& jobs, const std::shared_ptr<FakeConnection>& conn, const std::string& job, uint64_t epoch,
+                 uint32_t pp, const std::string& phase, uint32_t phase_index, uint64_t step, bool done) {
+  jobs.HandleCheckpointShard(conn, MakeMessage(20, [&](proto::Envelope::Builder e) {
+    auto s = e.initCheckpointShard();
+    s.setJobId(job);
+    s.setEpoch(epoch);
+    s.setPhase(phase);
+    s.setPhaseIndex(phase_index);
+    s.setStep(step);
+    s.setPpRank(pp);
+    s.setDir("/ckpt/" + phase);
+    s.setCursor("{\"index\": " + std::to_string(step * 16) + "}");
+    s.setPhaseDone(done);
+    s.initFiles(1)[0].setName("model-" + std::to_string(pp) + ".safetensors");
+  }));
+}
+
+TEST_F(JobManagerTest, CheckpointCommitsOnlyWhenEveryShardReportedAndTheLastPhaseEndsTheJob) {
+  AddWorker("a");
+  AddWorker("b");
+  Publish();
+  std::string id = Submit(kSpec)->envelope().getSubmitReply().getJobId().cStr();
+  AckAll();
+  ASSERT_EQ(Status(cli_, id).getState(), proto::JobState::RUNNING);
+  auto list = [&] {
+    jobs_->HandleListCheckpoints(std::shared_ptr<FakeConnection>(&cli_, [](auto*) {}),
+                                 MakeMessage(30, [&](proto::Envelope::Builder e) { e.initListCheckpoints().setJob(id); }));
+    Run();
+    last_status_ = cli_.TakeSent().at(0);
+    return last_status_->envelope().getListCheckpointsReply().getCheckpoints();
+  };
+  ReportShard(*jobs_, conns_["a"], id, 1, 0, "pretrain", 0, 5, false);
+  Run();
+  EXPECT_EQ(list().size(), 0u);  // one of two shards: not committed
+  ReportShard(*jobs_, conns_["b"], id, 0, 1, "pretrain", 0, 5, false);  // zombie epoch 0: ignored
+  Run();
+  EXPECT_EQ(list().size(), 0u);
+  ReportShard(*jobs_, conns_["b"], id, 1, 1, "pretrain", 0, 5, false);
+  Run();
+  auto committed = list();
+  ASSERT_EQ(committed.size(), 1u);
+  EXPECT_EQ(std::string(committed[0].getCheckpointId().cStr()), "pretrain-000005");
+  EXPECT_EQ(committed[0].getShards().size(), 2u);
+  auto cursor = store_.Get(Table::kCursors, id);
+  ASSERT_TRUE(cursor.ok() && cursor->has_value());
+  EXPECT_EQ(**cursor, "{\"index\": 80}");
+  EXPECT_EQ(Status(cli_, id).getPhases()[0].getStep(), 5u);
+
+  // A new placement hands the committed checkpoint to the workers to restore from.
+  jobs_.reset();
+  Make();
+  for (auto& [_, c] : conns_) c->TakeSent();
+  Publish();
+  cluster_["id-a"].state = WorkerState::DEAD;
+  AddWorker("c");
+  Publish();
+  bool restore_sent = false;
+  for (auto& [_, c] : conns_) {
+    for (auto& m : c->TakeSent()) {
+      if (m->envelope().isAssignment() && m->envelope().getAssignment().getHasRestore()) {
+        restore_sent = std::string(m->envelope().getAssignment().getRestore().getCheckpointId().cStr()) ==
+                       "pretrain-000005";
+      }
+    }
+  }
+  EXPECT_TRUE(restore_sent);
+  AckAll();
+  uint64_t epoch = Status(cli_, id).getEpoch();
+  std::string w0 = last_status_->envelope().getJobStatusReply().getPlacement().getRanks()[0].getWorkerName().cStr();
+  std::string w1 = last_status_->envelope().getJobStatusReply().getPlacement().getRanks()[1].getWorkerName().cStr();
+  ReportShard(*jobs_, conns_[w0], id, epoch, 0, "pretrain", 0, 10, true);
+  ReportShard(*jobs_, conns_[w1], id, epoch, 1, "pretrain", 0, 10, true);
+  Run();
+  auto job = Status(cli_, id);
+  EXPECT_EQ(job.getState(), proto::JobState::SUCCEEDED);
+  EXPECT_EQ(std::string(job.getPhases()[0].getState().cStr()), "done");
+  EXPECT_EQ(list().size(), 2u);
+}
+
 }  // namespace
 }  // namespace shoal::coordinator
