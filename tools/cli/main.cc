@@ -141,6 +141,10 @@ int main(int argc, char** argv) {
   auto* cancel_cmd = app.add_subcommand("cancel", "Cancel a job; its workers are released");
   cancel_cmd->add_option("job", job, "Job id or name")->required();
 
+  auto* checkpoints_cmd = app.add_subcommand("checkpoints", "List a job's committed checkpoints");
+  checkpoints_cmd->add_option("job", job, "Job id or name")->required();
+  checkpoints_cmd->add_flag("--json", g.json, "JSON array of {id, phase, step, phase_done, dir, bytes, shards, ...}");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -177,6 +181,14 @@ int main(int argc, char** argv) {
       std::fputs((g.json ? WorkersJson(r) : WorkersTable(r)).c_str(), stdout);
       return 0;
     });
+  }
+  if (*checkpoints_cmd) {
+    return Request(g, [&](proto::Envelope::Builder e) { e.initListCheckpoints().setJob(job); },
+                   [&](proto::Envelope::Reader e) {
+                     auto r = e.getListCheckpointsReply();
+                     std::fputs((g.json ? CheckpointsJson(r) : CheckpointsTable(r)).c_str(), stdout);
+                     return 0;
+                   });
   }
   auto print_ack = [](proto::Envelope::Reader e) {
     std::printf("%s\n", e.isAck() ? e.getAck().getMessage().cStr() : "done");

@@ -268,4 +268,50 @@ std::string StatusText(proto::JobStatusReply::Reader reply) {
   return os.str();
 }
 
+std::string CheckpointsJson(proto::ListCheckpointsReply::Reader reply) {
+  ordered_json out = ordered_json::array();
+  for (auto c : reply.getCheckpoints()) {
+    ordered_json shards = ordered_json::array();
+    uint64_t bytes = 0;
+    for (auto s : c.getShards()) {
+      ordered_json files = ordered_json::array();
+      for (auto f : s.getFiles()) {
+        char hex[17];
+        std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(f.getXxh3()));
+        files.push_back(ordered_json{{"name", Str(f.getName())}, {"bytes", f.getBytes()}, {"xxh3", hex}});
+        bytes += f.getBytes();
+      }
+      shards.push_back(ordered_json{{"pp_rank", s.getPpRank()}, {"dp_rank", s.getDpRank()}, {"files", files}});
+    }
+    out.push_back(ordered_json{{"id", Str(c.getCheckpointId())},
+                               {"phase", Str(c.getPhase())},
+                               {"step", c.getStep()},
+                               {"phase_done", c.getPhaseDone()},
+                               {"dir", Str(c.getDir())},
+                               {"epoch", c.getEpoch()},
+                               {"bytes", bytes},
+                               {"committed_at_ms", c.getCommittedAtMs()},
+                               {"shards", shards}});
+  }
+  return out.dump(2) + "\n";
+}
+
+std::string CheckpointsTable(proto::ListCheckpointsReply::Reader reply) {
+  if (reply.getCheckpoints().size() == 0) return "No committed checkpoints yet.\n";
+  int64_t now = WallMillis();
+  Table t({"CHECKPOINT", "PHASE", "STEP", "SHARDS", "SIZE", "COMMITTED", "DIR"});
+  for (auto c : reply.getCheckpoints()) {
+    uint64_t bytes = 0;
+    for (auto s : c.getShards()) {
+      for (auto f : s.getFiles()) bytes += f.getBytes();
+    }
+    char size[32];
+    std::snprintf(size, sizeof(size), "%.1f MiB", bytes / 1048576.0);
+    t.Add({Str(c.getCheckpointId()) + (c.getPhaseDone() ? " (final)" : ""), Str(c.getPhase()),
+           std::to_string(c.getStep()), std::to_string(c.getShards().size()), size,
+           Ago(c.getCommittedAtMs(), now) + " ago", Str(c.getDir())});
+  }
+  return t.Render();
+}
+
 }  // namespace shoal::cli
