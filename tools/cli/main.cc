@@ -10,6 +10,7 @@
 #include "common/file_util.h"
 #include "coordinator/records.h"
 #include "tools/cli/client.h"
+#include "tools/cli/data_commands.h"
 #include "tools/cli/local_cluster.h"
 #include "tools/cli/render.h"
 
@@ -141,6 +142,20 @@ int main(int argc, char** argv) {
   auto* cancel_cmd = app.add_subcommand("cancel", "Cancel a job; its workers are released");
   cancel_cmd->add_option("job", job, "Job id or name")->required();
 
+  DataPrepareOptions prep;
+  auto* data_cmd = app.add_subcommand("data", "Data preparation");
+  data_cmd->require_subcommand(1);
+  auto* prepare_cmd = data_cmd->add_subcommand("prepare", "Tokenise text or JSONL files into token shards");
+  prepare_cmd->add_option("inputs", prep.inputs, "Input files or directories (*.txt, *.jsonl)")->required();
+  prepare_cmd->add_option("--out,-o", prep.out, "Output directory")->required();
+  prepare_cmd->add_option("--format", prep.format, "text (blank-line separated documents) or jsonl")
+      ->default_val("text");
+  prepare_cmd->add_option("--kind", prep.kind, "pretrain ('text' field) or sft ('prompt'/'response' fields)")
+      ->default_val("pretrain");
+  prepare_cmd->add_option("--tokenizer", prep.tokenizer, "byte, or a Hugging Face tokenizer.json")->default_val("byte");
+  prepare_cmd->add_option("--shard-tokens", prep.shard_tokens, "Tokens per shard at most");
+  prepare_cmd->add_flag("--json", g.json, "Print the result as JSON");
+
   auto* checkpoints_cmd = app.add_subcommand("checkpoints", "List a job's committed checkpoints");
   checkpoints_cmd->add_option("job", job, "Job id or name")->required();
   checkpoints_cmd->add_flag("--json", g.json, "JSON array of {id, phase, step, phase_done, dir, bytes, shards, ...}");
@@ -182,6 +197,7 @@ int main(int argc, char** argv) {
       return 0;
     });
   }
+  if (*prepare_cmd) return DataPrepare(prep, g.json);
   if (*checkpoints_cmd) {
     return Request(g, [&](proto::Envelope::Builder e) { e.initListCheckpoints().setJob(job); },
                    [&](proto::Envelope::Reader e) {
