@@ -6,6 +6,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <condition_variable>
+#include <filesystem>
 #include <mutex>
 #include <sstream>
 
@@ -173,6 +174,8 @@ Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Result<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptions options) {
   if (options.state_dir.empty()) return InvalidArgumentError("--state-dir is required");
   RETURN_IF_ERROR(MakeDirs(options.state_dir, 0700));
+  // Absolute, because workers are told checkpoint paths under it.
+  options.state_dir = std::filesystem::absolute(options.state_dir).lexically_normal().string();
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   ASSIGN_OR_RETURN(auto token, protocol::LoadOrCreateToken(options.state_dir + "/token"));

@@ -75,6 +75,7 @@ void JobManager::CommitCheckpoint(Job& job, const std::string& checkpoint_id) {
   if (c.phase_done && !job_done && next.phase_index <= c.phase_index) {
     next.phase_index = c.phase_index + 1;
     next.phases[next.phase_index].state = "running";
+    next.reason = "phase '" + next.phases[next.phase_index].name + "' (after checkpoint " + checkpoint_id + ")";
   }
   if (job_done) {
     next.state = JobState::SUCCEEDED;

@@ -12,7 +12,7 @@
 #include "kernels/device.h"
 #include "protocol/auth.h"
 #include "worker/control_session.h"
-#include "worker/job_runner.h"
+#include "worker/training_runner.h"
 
 namespace {
 
@@ -91,9 +91,13 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   boost::asio::io_context io;
-  shoal::worker::IdleJobRunner runner;
+  shoal::worker::ControlSession* session_ptr = nullptr;
+  shoal::worker::TrainingJobRunner runner(
+      [&session_ptr](capnp::MessageBuilder& b) { return session_ptr != nullptr && session_ptr->SendToCoordinator(b); },
+      threads);
   shoal::worker::ControlSession session(io, host_port->first, host_port->second, std::move(*token), identity,
                                         &runner);
+  session_ptr = &session;
   session.SetExitCallback([&io] { io.stop(); });
   std::thread signals([&] {
     int sig = 0;

@@ -11,6 +11,7 @@
 #include "coordinator/records.h"
 #include "tools/cli/client.h"
 #include "tools/cli/data_commands.h"
+#include "tools/cli/model_commands.h"
 #include "tools/cli/local_cluster.h"
 #include "tools/cli/render.h"
 
@@ -156,6 +157,42 @@ int main(int argc, char** argv) {
   prepare_cmd->add_option("--shard-tokens", prep.shard_tokens, "Tokens per shard at most");
   prepare_cmd->add_flag("--json", g.json, "Print the result as JSON");
 
+  GenerateOptions gen;
+  auto* generate_cmd = app.add_subcommand("generate", "Generate text with a trained model");
+  generate_cmd->add_option("--model", gen.model_dir, "A checkpoint step directory or a `shoal export` directory")
+      ->required();
+  generate_cmd->add_option("--prompt,-p", gen.prompt, "Prompt text, e.g. \"12+35=\"")->required();
+  generate_cmd->add_option("--max-new-tokens", gen.max_new_tokens, "Tokens to generate at most")->default_val(32);
+  generate_cmd->add_option("--temperature", gen.temperature, "0: greedy")->default_val(0.0);
+  generate_cmd->add_option("--top-k", gen.top_k, "Sample from the k most likely tokens (0: all)")->default_val(0);
+  generate_cmd->add_option("--seed", gen.seed, "Sampling seed")->default_val(0);
+  generate_cmd->add_flag("--raw", gen.raw, "Do not wrap the prompt in the chat template of a fine-tuned model");
+  generate_cmd->add_flag("--json", g.json, "Print {prompt, completion, tokens, finished, seconds}");
+
+  EvalOptions ev;
+  auto* eval_cmd = app.add_subcommand("eval", "Loss and perplexity of a model on held-out data");
+  eval_cmd->add_option("--model", ev.model_dir, "A checkpoint step directory or a `shoal export` directory")
+      ->required();
+  eval_cmd->add_option("--data", ev.data, "arith | arith-sft | a text/JSONL file | a shards directory")
+      ->default_val("arith");
+  eval_cmd->add_option("--batches", ev.batches, "Batches to evaluate")->default_val(8);
+  eval_cmd->add_option("--batch-size", ev.batch_size, "Rows per batch")->default_val(8);
+  eval_cmd->add_option("--seq-len", ev.seq_len, "Tokens per row (default: the training length)");
+  eval_cmd->add_option("--tokens", ev.tokens, "Score exactly these token ids (comma separated)");
+  eval_cmd->add_option("--dump-logits", ev.dump_logits, "With --tokens: write the [T, V] logits as .npy");
+  eval_cmd->add_option("--accuracy", ev.accuracy, "Also answer N held-out arithmetic problems (exact match)");
+  eval_cmd->add_option("--seed", ev.seed, "Data seed")->default_val(1234);
+  eval_cmd->add_flag("--json", g.json, "Print the result as JSON");
+
+  ExportOptionsCli ex;
+  auto* export_cmd = app.add_subcommand("export", "Write a job's checkpoint as a Hugging Face directory");
+  export_cmd->add_option("job", ex.job, "Job id or name")->required();
+  export_cmd->add_option("--checkpoint", ex.checkpoint, "Checkpoint id (default: the latest committed)");
+  export_cmd->add_option("--out,-o", ex.out, "Output directory")->required();
+  export_cmd->add_option("--dtype", ex.dtype, "bf16 or f32")->default_val("bf16");
+  export_cmd->add_flag("--fp8", ex.fp8, "FP8 E4M3 Linear weights with 128x128 weight_scale_inv (as released)");
+  export_cmd->add_flag("--no-mtp", ex.no_mtp, "Leave out the MTP layers");
+
   auto* checkpoints_cmd = app.add_subcommand("checkpoints", "List a job's committed checkpoints");
   checkpoints_cmd->add_option("job", job, "Job id or name")->required();
   checkpoints_cmd->add_flag("--json", g.json, "JSON array of {id, phase, step, phase_done, dir, bytes, shards, ...}");
@@ -198,6 +235,9 @@ int main(int argc, char** argv) {
     });
   }
   if (*prepare_cmd) return DataPrepare(prep, g.json);
+  if (*generate_cmd) return GenerateCommand(gen, g.json);
+  if (*eval_cmd) return EvalCommand(ev, g.json);
+  if (*export_cmd) return ExportCommand(g, ex);
   if (*checkpoints_cmd) {
     return Request(g, [&](proto::Envelope::Builder e) { e.initListCheckpoints().setJob(job); },
                    [&](proto::Envelope::Reader e) {

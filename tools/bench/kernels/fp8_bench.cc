@@ -114,10 +114,10 @@ void BM_Fp8Gemm(benchmark::State& state) {
 BENCHMARK(BM_Fp8Gemm)
     ->ArgNames({"M", "N", "K"})
     ->Args({1024, 1024, 1024})
-    ->Args({2048, 384, 128})   // dsv3-tiny dense FFN up
-    ->Args({4096, 768, 256})   // dsv3-small-fp8 dense FFN up
-    ->Args({4096, 256, 768})   // dsv3-small-fp8 dense FFN down
-    ->Args({512, 512, 4096})   // long K
+    ->Args({2048, 384, 128})  // dsv3-tiny dense FFN up
+    ->Args({4096, 768, 256})  // dsv3-small-fp8 dense FFN up
+    ->Args({4096, 256, 768})  // dsv3-small-fp8 dense FFN down
+    ->Args({512, 512, 4096})  // long K
     ->UseRealTime();
 
 // Activations with a few outliers (×10^range(0)); errors over the tokens without one and over all tokens.
@@ -231,8 +231,10 @@ void GpuBf16(benchmark::State& state, int64_t M, int64_t N, int64_t K) {
   Gpu& gpu = TheGpu();
   if (!gpu.ctx) return state.SkipWithError("cuBLASLt context could not be created");
   using kernels::DType;
-  auto arena = kernels::Arena::Create({{"x", DType::kF32, {M, K}}, {"w", DType::kF32, {N, K}},
-                                       {"xb", DType::kBF16, {M, K}}, {"wb", DType::kBF16, {N, K}},
+  auto arena = kernels::Arena::Create({{"x", DType::kF32, {M, K}},
+                                       {"w", DType::kF32, {N, K}},
+                                       {"xb", DType::kBF16, {M, K}},
+                                       {"wb", DType::kBF16, {N, K}},
                                        {"y", DType::kBF16, {M, N}}},
                                       kernels::CudaAllocator());
   if (!arena.ok()) return state.SkipWithError(arena.status().ToString().c_str());
@@ -263,25 +265,24 @@ void GpuFp8(benchmark::State& state, int64_t M, int64_t N, int64_t K, int backen
   if (!gpu.ctx) return state.SkipWithError("cuBLASLt context could not be created");
   using kernels::DType;
   const auto t1 = kernels::kFp8Tile1x128, t2 = kernels::kFp8Block128x128;
-  auto arena = kernels::Arena::Create(
-      {{"x", DType::kF32, {M, K}},
-       {"w", DType::kF32, {N, K}},
-       {"xq", DType::kF8E4M3, {M, K}},
-       {"wq", DType::kF8E4M3, {N, K}},
-       {"xs", DType::kF32, {kernels::Fp8NumScales(M, K, t1)}},
-       {"ws", DType::kF32, {kernels::Fp8NumScales(N, K, t2)}},
-       {"xs_lt", DType::kF32, {kcuda::CublasLtScaleCount(M, K, t1)}},
-       {"ws_lt", DType::kF32, {kcuda::CublasLtScaleCount(N, K, t2)}},
-       {"y", backend == 0 ? DType::kBF16 : DType::kF32, {M, N}}},
-      kernels::CudaAllocator());
+  auto arena = kernels::Arena::Create({{"x", DType::kF32, {M, K}},
+                                       {"w", DType::kF32, {N, K}},
+                                       {"xq", DType::kF8E4M3, {M, K}},
+                                       {"wq", DType::kF8E4M3, {N, K}},
+                                       {"xs", DType::kF32, {kernels::Fp8NumScales(M, K, t1)}},
+                                       {"ws", DType::kF32, {kernels::Fp8NumScales(N, K, t2)}},
+                                       {"xs_lt", DType::kF32, {kcuda::CublasLtScaleCount(M, K, t1)}},
+                                       {"ws_lt", DType::kF32, {kcuda::CublasLtScaleCount(N, K, t2)}},
+                                       {"y", backend == 0 ? DType::kBF16 : DType::kF32, {M, N}}},
+                                      kernels::CudaAllocator());
   if (!arena.ok()) return state.SkipWithError(arena.status().ToString().c_str());
   kernels::Arena& a = **arena;
   FillDevice(a.view(0).as<float>(), M * K, 1);
   FillDevice(a.view(1).as<float>(), N * K, 2);
   Fp8Matrix x{a.view(2).as<uint8_t>(), a.view(4).as<float>(), M, K, t1};
   Fp8Matrix w{a.view(3).as<uint8_t>(), a.view(5).as<float>(), N, K, t2};
-  Status st = kcuda::quantize_fp8(a.view(2).as<uint8_t>(), a.view(4).as<float>(), a.view(0).as<float>(), M, K, t1, false,
-                                  gpu.stream);
+  Status st = kcuda::quantize_fp8(a.view(2).as<uint8_t>(), a.view(4).as<float>(), a.view(0).as<float>(), M, K, t1,
+                                  false, gpu.stream);
   if (st.ok()) {
     st = kcuda::quantize_fp8(a.view(3).as<uint8_t>(), a.view(5).as<float>(), a.view(1).as<float>(), N, K, t2, false,
                              gpu.stream);
@@ -333,20 +334,20 @@ void RegisterGpuBenchmarks() {
       {4096, 7168, 2048, "v3_expert_down_4096tok"},
   };
   for (const Shape& s : shapes) {
-    benchmark::RegisterBenchmark(("GPU/bf16_cublaslt/" + std::string(s.name)).c_str(),
-                                 [s](benchmark::State& st) { GpuBf16(st, s.M, s.N, s.K); })
-        ->UseManualTime();
+    benchmark::RegisterBenchmark(("GPU/bf16_cublaslt/" + std::string(s.name)).c_str(), [s](benchmark::State& st) {
+      GpuBf16(st, s.M, s.N, s.K);
+    })->UseManualTime();
     benchmark::RegisterBenchmark(("GPU/fp8_blockscaled_cublaslt/" + std::string(s.name)).c_str(),
                                  [s](benchmark::State& st) { GpuFp8(st, s.M, s.N, s.K, 0); })
         ->UseManualTime();
   }
   // Our SIMT kernel is a correctness twin, not a fast path: one modest shape for scale.
-  benchmark::RegisterBenchmark("GPU/fp8_blockscaled_simt/2048x2048x2048",
-                               [](benchmark::State& st) { GpuFp8(st, 2048, 2048, 2048, 1); })
-      ->UseManualTime();
-  benchmark::RegisterBenchmark("GPU/quantize_1x128/8192x7168",
-                               [](benchmark::State& st) { GpuQuantize(st, 8192, 7168); })
-      ->UseManualTime();
+  benchmark::RegisterBenchmark("GPU/fp8_blockscaled_simt/2048x2048x2048", [](benchmark::State& st) {
+    GpuFp8(st, 2048, 2048, 2048, 1);
+  })->UseManualTime();
+  benchmark::RegisterBenchmark("GPU/quantize_1x128/8192x7168", [](benchmark::State& st) {
+    GpuQuantize(st, 8192, 7168);
+  })->UseManualTime();
 }
 #else
 void RegisterGpuBenchmarks() {}

@@ -90,8 +90,16 @@ void BM_MatmulBackward(benchmark::State& state) {
   SetFlopCounters(state, 4.0 * N * C * OC, AllThreads());
 }
 // dsv3-tiny dense FFN up (2048 tokens, 128 -> 384) and dsv3-small-fp8 (4096 tokens, 256 -> 768).
-BENCHMARK(BM_MatmulForward)->ArgNames({"rows", "C", "OC"})->Args({2048, 128, 384})->Args({4096, 256, 768})->UseRealTime();
-BENCHMARK(BM_MatmulBackward)->ArgNames({"rows", "C", "OC"})->Args({2048, 128, 384})->Args({4096, 256, 768})->UseRealTime();
+BENCHMARK(BM_MatmulForward)
+    ->ArgNames({"rows", "C", "OC"})
+    ->Args({2048, 128, 384})
+    ->Args({4096, 256, 768})
+    ->UseRealTime();
+BENCHMARK(BM_MatmulBackward)
+    ->ArgNames({"rows", "C", "OC"})
+    ->Args({2048, 128, 384})
+    ->Args({4096, 256, 768})
+    ->UseRealTime();
 
 // ---- Grouped expert GEMM
 
@@ -145,8 +153,8 @@ void BM_GroupedBackward(benchmark::State& state) {
   auto x = Random(s.routed.rows * s.K, 8), w = Random(s.E * s.N * s.K, 9), dy = Random(s.routed.rows * s.N, 10);
   std::vector<float> dx(s.routed.rows * s.K), dw(s.E * s.N * s.K);
   for (auto _ : state) {
-    cpu::grouped_matmul_backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), s.routed.offsets.data(), s.E,
-                                 s.K, s.N);
+    cpu::grouped_matmul_backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), s.routed.offsets.data(), s.E, s.K,
+                                 s.N);
     benchmark::DoNotOptimize(dw.data());
   }
   SetFlopCounters(state, 4.0 * s.routed.rows * s.K * s.N, AllThreads());

@@ -1,0 +1,38 @@
+// TrainingJobRunner: the JobRunner that trains. An accepted assignment starts a Trainer on its own thread;
+// steps, checkpoint shards and failures are reported to the coordinator through the control session.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <functional>
+
+#include <capnp/message.h>
+
+#include "worker/job_runner.h"
+
+namespace shoal::worker {
+
+class TrainingJobRunner final : public JobRunner {
+ public:
+  // `send` delivers a message to the coordinator (thread-safe; false when not connected).
+  using SendFn = std::function<bool(capnp::MessageBuilder&)>;
+  TrainingJobRunner(SendFn send, int threads);
+  ~TrainingJobRunner() override;
+
+  void Start(protocol::MessagePtr assignment) override;
+  void Stop(const std::string& job_id, const std::string& reason) override;
+
+ private:
+  struct Run;
+  void StopCurrent();
+
+  SendFn send_;
+  int threads_;
+  std::unique_ptr<Run> run_;
+};
+
+}  // namespace shoal::worker
