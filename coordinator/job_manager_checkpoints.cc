@@ -140,6 +140,16 @@ void JobManager::HandleRankFailed(protocol::ConnectionPtr conn, protocol::Messag
     if (f.getEpoch() != job.info.epoch || IsTerminal(job.info.state)) return;
     std::string why = "worker " + conn->peer_name() + " failed: " + f.getMessage().cStr();
     spdlog::warn("job {}: {}", job.info.job_id, why);
+    // A job that cannot run as specified (bad data path, unsupported layout) fails now: restarting cannot help.
+    auto code = static_cast<StatusCode>(f.getCode());
+    if (code == StatusCode::kInvalidArgument || code == StatusCode::kUnimplemented ||
+        code == StatusCode::kFailedPrecondition || code == StatusCode::kNotFound) {
+      Release(job, "job failed");
+      AnnounceWorkers(job, false);
+      SetState(job, JobState::FAILED, why);
+      TryPlaceAll();
+      return;
+    }
     Recover(job, why);
   });
 }

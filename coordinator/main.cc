@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "common/logging.h"
+#include "common/signals.h"
 #include "coordinator/coordinator.h"
 
 int main(int argc, char** argv) {
@@ -45,13 +46,7 @@ int main(int argc, char** argv) {
   options.health.suspect_after = std::chrono::milliseconds(suspect_ms);
   options.health.dead_after = std::chrono::milliseconds(dead_ms);
 
-  // Signals are taken by a dedicated thread (sigwait), never by an async handler.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  shoal::InstallShutdownSignals({SIGINT, SIGTERM});
 
   auto coordinator = shoal::coordinator::Coordinator::Start(options);
   if (!coordinator.ok()) {
@@ -60,8 +55,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::thread signals([&] {
-    int sig = 0;
-    sigwait(&set, &sig);
+    int sig = shoal::WaitForShutdownSignal();
     spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     (*coordinator)->Shutdown();
   });

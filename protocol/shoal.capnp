@@ -202,6 +202,7 @@ struct RankFailed {
   jobId @0 :Text;
   epoch @1 :UInt64;
   message @2 :Text;
+  code @3 :Int32;           # shoal::StatusCode of the failure: some are worth a restart, some are not
 }
 
 struct EventRecord {

@@ -9,9 +9,11 @@
 #include <thread>
 
 #include "common/logging.h"
+#include "common/signals.h"
 #include "kernels/device.h"
 #include "protocol/auth.h"
 #include "worker/control_session.h"
+#include "worker/job_runner.h"
 #include "worker/training_runner.h"
 
 namespace {
@@ -38,10 +40,13 @@ int main(int argc, char** argv) {
   CLI::App app{"shoal-worker: attaches to a shoal coordinator and runs the stages it is assigned"};
   std::string coordinator, device = "cpu", name, token_file, log_format = "text", log_level = "info", log_file;
   int threads = 0;
+  bool idle = false;
   app.add_option("--coordinator", coordinator, "Coordinator HOST:PORT (default: $SHOAL_COORDINATOR)");
   app.add_option("--device", device, "cpu, or cuda:N")->default_val("cpu");
   app.add_option("--name", name, "Worker name, unique in the cluster (default: HOST-PID)");
   app.add_option("--threads", threads, "Compute threads (default: all cores)")->default_val(0);
+  app.add_flag("--idle", idle,
+               "Acknowledge assignments without running them (for testing the control plane)");
   app.add_option("--token-file", token_file, "Cluster token file (default: $SHOAL_TOKEN_FILE)");
   app.add_option("--log-format", log_format, "text or json")->default_val("text");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->default_val("info");
@@ -83,25 +88,21 @@ int main(int argc, char** argv) {
   shoal::Status log_status = shoal::InitLogging({identity.name, *format, log_level, log_file});
   if (!log_status.ok()) return Fail(log_status.message());
 
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  shoal::InstallShutdownSignals({SIGINT, SIGTERM});
 
   boost::asio::io_context io;
   shoal::worker::ControlSession* session_ptr = nullptr;
-  shoal::worker::TrainingJobRunner runner(
+  shoal::worker::TrainingJobRunner trainer(
       [&session_ptr](capnp::MessageBuilder& b) { return session_ptr != nullptr && session_ptr->SendToCoordinator(b); },
       threads);
+  shoal::worker::IdleJobRunner idle_runner;
+  shoal::worker::JobRunner* runner = idle ? static_cast<shoal::worker::JobRunner*>(&idle_runner) : &trainer;
   shoal::worker::ControlSession session(io, host_port->first, host_port->second, std::move(*token), identity,
-                                        &runner);
+                                        runner);
   session_ptr = &session;
   session.SetExitCallback([&io] { io.stop(); });
   std::thread signals([&] {
-    int sig = 0;
-    sigwait(&set, &sig);
+    int sig = shoal::WaitForShutdownSignal();
     spdlog::info("received {}, draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     session.Drain(sig == SIGTERM ? "SIGTERM" : "SIGINT");
   });

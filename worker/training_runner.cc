@@ -41,6 +41,7 @@ struct TrainingJobRunner::Run : public train::TrainerEvents {
         {"expert_imbalance", m.expert_imbalance}, {"step_seconds", m.seconds}};
     if (!std::isnan(m.eval_loss)) metrics.emplace_back("eval_loss", m.eval_loss);
     if (!std::isnan(m.reward)) metrics.emplace_back("reward", m.reward);
+    if (!std::isnan(m.kl)) metrics.emplace_back("kl", m.kl);
     auto list = r.initMetrics(static_cast<unsigned>(metrics.size()));
     for (size_t i = 0; i < metrics.size(); ++i) {
       list[static_cast<unsigned>(i)].setName(metrics[i].first);
@@ -48,9 +49,10 @@ struct TrainingJobRunner::Run : public train::TrainerEvents {
     }
     send(b);
     if (m.step % 10 == 0 || m.step == m.total_steps || m.step == 1) {
-      spdlog::info("{} step {}/{}: loss {:.4f} mtp {:.4f} lr {:.2e} grad_norm {:.3f} {:.0f} tok/s{}", m.phase, m.step,
+      spdlog::info("{} step {}/{}: loss {:.4f} mtp {:.4f} lr {:.2e} grad_norm {:.3f} {:.0f} tok/s{}{}", m.phase, m.step,
                    m.total_steps, m.loss, m.mtp_loss, m.lr, m.grad_norm, m.tokens_per_s,
-                   std::isnan(m.eval_loss) ? "" : fmt::format(" eval {:.4f}", m.eval_loss));
+                   std::isnan(m.eval_loss) ? "" : fmt::format(" eval {:.4f}", m.eval_loss),
+                   std::isnan(m.reward) ? "" : fmt::format(" reward {:.3f} kl {:.4f}", m.reward, m.kl));
     }
   }
 
@@ -89,6 +91,7 @@ struct TrainingJobRunner::Run : public train::TrainerEvents {
     f.setJobId(job_id);
     f.setEpoch(epoch);
     f.setMessage(status.ToString());
+    f.setCode(static_cast<int32_t>(status.code()));
     send(b);
   }
 };

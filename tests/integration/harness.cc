@@ -135,6 +135,7 @@ pid_t Cluster::StartWorker(const std::string& name, std::vector<std::string> ext
   std::vector<std::string> argv = {BinDir() + "/shoal-worker", "--coordinator", address_, "--token-file",
                                    token_file(), "--name", name, "--threads", "1",
                                    "--log-file", dir_ + "/logs/" + name + ".log"};
+  if (options_.idle_workers) argv.push_back("--idle");
   for (auto& a : extra_args) argv.push_back(std::move(a));
   pid_t pid = Spawn(argv, dir_ + "/logs/" + name + ".out", dir_ + "/logs/" + name + ".err", {}, "");
   workers_[name] = pid;

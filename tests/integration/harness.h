@@ -26,6 +26,7 @@ class Cluster {
     int heartbeat_ms = 100;
     int suspect_ms = 400;
     int dead_ms = 800;
+    bool idle_workers = true;  // workers acknowledge without training (control-plane tests)
   };
   Cluster();
   explicit Cluster(Options options);

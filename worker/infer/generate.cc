@@ -4,6 +4,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "worker/model/inference.h"
+
 namespace shoal::infer {
 
 int32_t SampleToken(const float* logits, int vocab, const SamplingOptions& options, std::mt19937_64& rng) {
@@ -44,41 +46,34 @@ Result<std::vector<Completion>> Generate(model::Model& model, const std::vector<
   }
   if (P == 0) return InvalidArgumentError("Generate: empty prompt");
   const int max_total = P + options.max_new_tokens;
-  if (B > model.options().max_batch || max_total > model.options().max_seq) {
-    return InvalidArgumentError("Generate: " + std::to_string(B) + " rows of " + std::to_string(max_total) +
-                                " tokens do not fit the model's activation arena [" +
-                                std::to_string(model.options().max_batch) + ", " +
-                                std::to_string(model.options().max_seq) + "]");
+  if (max_total > model.config().max_position_embeddings) {
+    return InvalidArgumentError("Generate: " + std::to_string(max_total) + " tokens exceed max_position_embeddings " +
+                                std::to_string(model.config().max_position_embeddings));
   }
+  // MLA's compressed KV cache (latent + rope key per token and layer) with the absorbed attention.
+  ASSIGN_OR_RETURN(auto decoder, model::Decoder::Create(model, B, max_total));
   const int V = static_cast<int>(model.config().vocab_size);
+  std::vector<float> logits(static_cast<size_t>(B) * V);
+  std::vector<int32_t> column(static_cast<size_t>(B));
+  for (int t = 0; t < P; ++t) {
+    for (int b = 0; b < B; ++b) column[b] = prompts[b][t];
+    RETURN_IF_ERROR(decoder->Step(column.data(), B, logits.data()));
+  }
   std::vector<Completion> out(static_cast<size_t>(B));
-  std::vector<std::vector<int32_t>> seqs = prompts;
-  std::vector<float> logits;
-  std::vector<int32_t> flat;
-  // Recomputes the whole prefix each token: simple and exact; prompts here are short (arithmetic, GRPO).
   for (int t = 0; t < options.max_new_tokens; ++t) {
-    const int T = P + t;
-    flat.assign(static_cast<size_t>(B) * T, 0);
-    for (int b = 0; b < B; ++b) std::copy(seqs[b].begin(), seqs[b].end(), flat.begin() + static_cast<size_t>(b) * T);
-    logits.resize(static_cast<size_t>(B) * T * V);
-    model::MicroBatch mb;
-    mb.inputs = flat.data();
-    mb.B = B;
-    mb.T = T;
-    RETURN_IF_ERROR(model.Forward(mb, logits.data(), nullptr).status());
     bool all_done = true;
     for (int b = 0; b < B; ++b) {
-      int32_t next = out[b].finished
-                         ? options.eos_id
-                         : SampleToken(logits.data() + (static_cast<size_t>(b) * T + T - 1) * V, V, options, rng);
-      seqs[b].push_back(next);
+      int32_t next = out[b].finished ? options.eos_id
+                                     : SampleToken(logits.data() + static_cast<size_t>(b) * V, V, options, rng);
+      column[b] = next;
       if (!out[b].finished) {
         out[b].tokens.push_back(next);
         if (next == options.eos_id) out[b].finished = true;
       }
       all_done &= out[b].finished;
     }
-    if (all_done) break;
+    if (all_done || t + 1 == options.max_new_tokens) break;
+    RETURN_IF_ERROR(decoder->Step(column.data(), B, logits.data()));
   }
   return out;
 }

@@ -24,8 +24,8 @@ struct Completion {
   bool finished = false;        // emitted eos
 };
 
-// Generates a completion for every row of `prompts` (all the same length). The model's activation arena must
-// hold [rows, prompt + max_new_tokens] tokens (ModelOptions max_batch / max_seq).
+// Generates a completion for every row of `prompts` (all the same length), decoding with MLA's compressed KV
+// cache (worker/model/inference.h); any model that holds every layer works, whatever its activation arena.
 Result<std::vector<Completion>> Generate(model::Model& model, const std::vector<std::vector<int32_t>>& prompts,
                                          const SamplingOptions& options, std::mt19937_64& rng);
 

@@ -255,6 +255,7 @@ void Model::Declare(bool binding) {
     m.z_round = top.F32("model.z_round", Shape{N, H});
     m.ce_scratch = top.F32("model.ce_scratch", Shape{static_cast<int64_t>(kernels::cross_entropy_scratch_floats(
                                                    static_cast<int>(V), m.ce_chunk))});
+    m.ce_row_loss = top.F32("model.ce_row_loss", Shape{m.ce_chunk});
   }
   m.g = r.saved.F32("model.grad", Shape{N, H});
   m.default_positions = r.saved.I32("model.default_positions", Shape{N});

@@ -54,11 +54,14 @@ struct ModelOptions {
 struct MicroBatch {
   const int32_t* inputs = nullptr;       // x_i
   const int32_t* targets = nullptr;      // x_{i+1}, -1 = no loss (null = no main loss)
-  const int32_t* mtp_inputs = nullptr;   // MTP depth 1: x_{i+1}
+  const int32_t* mtp_inputs = nullptr;   // MTP depth 1: x_{i+1} (null = the MTP module is skipped)
   const int32_t* mtp_targets = nullptr;  // x_{i+2}, -1 = no loss
   const int32_t* positions = nullptr;    // RoPE positions (null = 0..T-1 in every row)
   const int32_t* segment_ids = nullptr;  // null = plain causal attention, else block-diagonal causal
   int B = 0, T = 0;
+  // Per-target weights of the main loss's gradient (null = 1): the backward then differentiates
+  // main·Σ_t w_t·CE_t (GRPO's advantage-weighted log-likelihood); the reported losses stay unweighted.
+  const float* target_weights = nullptr;
 };
 
 // The backward computes the gradient of  main·Σ CE_main + mtp·Σ CE_mtp + balance·Σ_layers L_bal  (sums over this
@@ -136,7 +139,8 @@ class Model {
 
   void ZeroGrad();
   // Forward and backward of the whole model (needs every layer, the embedding and the head): accumulates the
-  // gradients and the expert loads; returns this micro-batch's losses.
+  // gradients and the expert loads; returns this micro-batch's losses. Without mtp_inputs the MTP module is
+  // skipped (no MTP loss; its tensors get no gradient), e.g. for RL phases.
   Result<StepLosses> ForwardBackward(const MicroBatch& batch, const LossScales& scales);
   // Evaluation: no gradients, no load counting. logits_out [B,T,V] and mtp_logits_out [B,T,V] (slot i of the
   // MTP stream predicts x_{i+2}) may be null. Losses are computed where targets are given. Without mtp_inputs
@@ -173,7 +177,8 @@ class Model {
   Status CheckBatch(const MicroBatch& batch, bool needs_targets) const;
   void SetUpStep(const MicroBatch& batch, bool training, float balance_scale);
   void RunForward(const MicroBatch& batch, const float* hidden_in, float* hidden_out);
-  double HeadLoss(const float* z, const int32_t* targets, float* dz, float scale, float* logits_out);
+  double HeadLoss(const float* z, const int32_t* targets, const float* weights, float* dz, float scale,
+                  float* logits_out);
   StepLosses RunBackward(const MicroBatch& batch, const LossScales& scales, const float* dhidden_out,
                          float* dhidden_in, bool weights_now);
   ModelConfig config_;

@@ -65,7 +65,7 @@ struct Model::Impl {
   // Model-level buffers.
   std::vector<float*> hs;  // [num blocks + 1] hidden states [N, H]
   float *rstd_final = nullptr, *h0n = nullptr, *d_h0n = nullptr, *g = nullptr;
-  float *z_round = nullptr, *ce_scratch = nullptr, *rms_scratch = nullptr;
+  float *z_round = nullptr, *ce_scratch = nullptr, *ce_row_loss = nullptr, *rms_scratch = nullptr;
   int32_t* default_positions = nullptr;
   LinearWorkspace linear;
   int ce_chunk = 0;

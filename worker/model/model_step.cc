@@ -1,5 +1,10 @@
 // Model: one micro-batch's forward and backward (reference/deepseek-v3.md §1.1, §4, Appendix A).
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+
+#include "common/thread_pool.h"
+#include "kernels/cpu/blas.h"
 
 #include "kernels/cpu/cross_entropy.h"
 #include "kernels/cpu/embedding.h"
@@ -39,6 +44,41 @@ int64_t CountTargets(const int32_t* targets, int64_t n) {
   return c;
 }
 
+// The fused cross-entropy of kernels/cpu/cross_entropy.h with a weight per row on the gradient:
+// dz += scale·w_n·(softmax − onehot)·W, dW += Σ_n scale·w_n·(softmax − onehot)ᵀ·z_n. Returns Σ_n CE_n (unweighted).
+double WeightedCrossEntropy(float* dz, float* dW, float* scratch, float* row_loss, const float* z, const float* W,
+                            const int32_t* targets, const float* weights, int64_t N, int64_t C, int64_t V,
+                            int64_t chunk, float scale) {
+  double total = 0;
+  for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+    const int64_t rows = std::min(chunk, N - r0);
+    kernels::cpu::sgemm(false, true, rows, V, C, 1.f, z + r0 * C, C, W, C, 0.f, scratch, V);
+    ThreadPool::Default().ParallelFor(rows, 1, [&](int64_t b, int64_t e, int) {
+      for (int64_t r = b; r < e; ++r) {
+        float* row = scratch + r * V;
+        const int32_t tgt = targets[r0 + r];
+        if (tgt < 0) {
+          row_loss[r] = 0;
+          std::fill(row, row + V, 0.f);
+          continue;
+        }
+        const float mx = *std::max_element(row, row + V);
+        double sum = 0;
+        for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v] - mx));
+        const float lse = mx + static_cast<float>(std::log(sum));
+        row_loss[r] = lse - row[tgt];
+        const float g = scale * weights[r0 + r];
+        for (int64_t v = 0; v < V; ++v) row[v] = std::exp(row[v] - lse) * g;
+        row[tgt] -= g;
+      }
+    });
+    for (int64_t r = 0; r < rows; ++r) total += row_loss[r];
+    kernels::cpu::sgemm(false, false, rows, C, V, 1.f, scratch, V, W, C, 1.f, dz + r0 * C, C);
+    kernels::cpu::sgemm(true, false, V, C, rows, 1.f, scratch, V, z + r0 * C, C, 1.f, dW, C);
+  }
+  return total;
+}
+
 void CopyColumns(float* dst, const float* src, int64_t rows, int64_t cols, int64_t ld_dst, int64_t ld_src) {
   for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * ld_dst, src + r * ld_src, sizeof(float) * cols);
 }
@@ -62,15 +102,21 @@ Status Model::CheckBatch(const MicroBatch& b, bool needs_targets) const {
     if (needs_targets && b.targets == nullptr) return InvalidArgumentError("micro-batch: targets are missing");
     if (b.targets != nullptr) RETURN_IF_ERROR(CheckIds(b.targets, N, -1, V, "targets"));
   }
-  if (m.mtp && (needs_targets || b.mtp_inputs != nullptr)) {
-    if (b.mtp_inputs == nullptr) return InvalidArgumentError("micro-batch: mtp_inputs are missing (the model has MTP)");
+  if (m.mtp && b.mtp_inputs != nullptr) {
     RETURN_IF_ERROR(CheckIds(b.mtp_inputs, N, 0, V, "mtp_inputs"));
     if (needs_targets && b.mtp_targets == nullptr) {
-      return InvalidArgumentError("micro-batch: mtp_targets are missing (the model has MTP)");
+      return InvalidArgumentError("micro-batch: mtp_targets are missing (mtp_inputs are given)");
     }
     if (b.mtp_targets != nullptr) RETURN_IF_ERROR(CheckIds(b.mtp_targets, N, -1, V, "mtp_targets"));
   }
   if (b.positions != nullptr) RETURN_IF_ERROR(CheckIds(b.positions, N, 0, m.rope_positions, "positions"));
+  if (b.target_weights != nullptr) {
+    for (int64_t i = 0; i < N; ++i) {
+      if (!std::isfinite(b.target_weights[i])) {
+        return InvalidArgumentError("micro-batch: target_weights[" + std::to_string(i) + "] is not finite");
+      }
+    }
+  }
   return Status::OK();
 }
 
@@ -137,7 +183,8 @@ void Model::RunForward(const MicroBatch& b, const float* hidden_in, float* hidde
   m.have_forward = true;
 }
 
-double Model::HeadLoss(const float* z, const int32_t* targets, float* dz, float scale, float* logits_out) {
+double Model::HeadLoss(const float* z, const int32_t* targets, const float* weights, float* dz, float scale,
+                       float* logits_out) {
   Impl& m = *impl_;
   const int64_t N = m.ctx.N, H = config_.hidden_size, V = config_.vocab_size;
   const float* zz = z;
@@ -148,6 +195,10 @@ double Model::HeadLoss(const float* z, const int32_t* targets, float* dz, float 
     w = m.head_bf16;
   }
   const int n = static_cast<int>(N), h = static_cast<int>(H), v = static_cast<int>(V);
+  if (dz != nullptr && weights != nullptr) {
+    return WeightedCrossEntropy(dz, m.head.g, m.ce_scratch, m.ce_row_loss, zz, w, targets, weights, N, H, V,
+                                m.ce_chunk, scale);
+  }
   if (dz != nullptr) {
     return kernels::cross_entropy_forward_backward(dz, m.head.g, nullptr, m.ce_scratch, zz, w, targets, n, h, v,
                                                    m.ce_chunk, scale);
@@ -173,7 +224,7 @@ StepLosses Model::RunBackward(const MicroBatch& b, const LossScales& scales, con
       MtpModule& t = *m.mtp;
       std::memset(t.dz, 0, sizeof(float) * N * H);
       if (b.mtp_targets != nullptr) {
-        losses.mtp_sum = HeadLoss(t.z, b.mtp_targets, t.dz, scales.mtp, nullptr);
+        losses.mtp_sum = HeadLoss(t.z, b.mtp_targets, nullptr, t.dz, scales.mtp, nullptr);
         losses.mtp_count = CountTargets(b.mtp_targets, N);
       }
       std::memset(t.g, 0, sizeof(float) * N * H);
@@ -193,7 +244,7 @@ StepLosses Model::RunBackward(const MicroBatch& b, const LossScales& scales, con
       kernels::rmsnorm_backward(m.d_h0n, t.hnorm.g, m.rms_scratch, t.d_half, t.rstd_h, m.h0n, t.hnorm.w, n, h);
     }
     if (b.targets != nullptr) {
-      losses.main_sum = HeadLoss(m.h0n, b.targets, m.d_h0n, scales.main, nullptr);
+      losses.main_sum = HeadLoss(m.h0n, b.targets, b.target_weights, m.d_h0n, scales.main, nullptr);
       losses.main_count = CountTargets(b.targets, N);
     }
     std::memset(g, 0, sizeof(float) * N * H);
@@ -238,10 +289,10 @@ Result<StepLosses> Model::Forward(const MicroBatch& batch, float* logits_out, fl
     return InvalidArgumentError("Forward: MTP logits need a model with MTP layers and mtp_inputs");
   }
   StepLosses losses;
-  losses.main_sum = HeadLoss(m.h0n, batch.targets, nullptr, 1.f, logits_out);
+  losses.main_sum = HeadLoss(m.h0n, batch.targets, nullptr, nullptr, 1.f, logits_out);
   losses.main_count = CountTargets(batch.targets, m.ctx.N);
   if (m.ran_mtp) {
-    losses.mtp_sum = HeadLoss(m.mtp->z, batch.mtp_targets, nullptr, 1.f, mtp_logits_out);
+    losses.mtp_sum = HeadLoss(m.mtp->z, batch.mtp_targets, nullptr, nullptr, 1.f, mtp_logits_out);
     losses.mtp_count = CountTargets(batch.mtp_targets, m.ctx.N);
   }
   losses.balance = BalanceLoss(m);

@@ -40,6 +40,7 @@ struct StepMetrics {
   double eval_loss = NAN;    // held-out main loss, on checkpoint steps (NaN otherwise)
   double seconds = 0;
   double reward = NAN;       // GRPO: mean reward of the step's rollouts
+  double kl = NAN;           // GRPO: mean k3 KL to the reference over the sampled tokens
 };
 
 struct CheckpointWritten {

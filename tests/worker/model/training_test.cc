@@ -167,6 +167,75 @@ TEST(ModelTest, BiasUpdateMovesByGammaOrZero) {
   }
 }
 
+std::vector<std::vector<float>> GradsOf(Model& m) {
+  std::vector<std::vector<float>> out;
+  for (const NamedTensor& g : m.Gradients()) out.emplace_back(g.data, g.data + g.numel());
+  return out;
+}
+
+double MaxRelDiff(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b, double k = 1) {
+  double worst = 0;
+  for (size_t t = 0; t < a.size(); ++t) {
+    double scale = 0, diff = 0;
+    for (size_t i = 0; i < a[t].size(); ++i) {
+      scale = std::max(scale, std::abs(static_cast<double>(b[t][i])));
+      diff = std::max(diff, std::abs(a[t][i] - k * b[t][i]));
+    }
+    worst = std::max(worst, scale > 0 ? diff / (k * scale) : diff);
+  }
+  return worst;
+}
+
+// Per-target weights scale each target's gradient (GRPO) and skip the MTP module when it has no inputs: weights
+// 2 double the gradient; weight 0 equals an ignored target; the loss values stay unweighted.
+TEST(ModelTest, TargetWeightsWeighTheMainLossGradient) {
+  const ModelConfig c = Demo();
+  const int B = 2, T = 8;
+  auto model = Model::Create(c, {.max_batch = B, .max_seq = T});
+  ASSERT_TRUE(model.ok());
+  Model& m = **model;
+  m.InitRandom(12, 0.05f);
+  testing_util::Rows rows = RandomRows(c, B, T, 13);
+  const LossScales scales{0.1f, 0.f, 0.f};
+  MicroBatch mb = rows.Batch();
+  mb.mtp_inputs = mb.mtp_targets = nullptr;  // RL: no MTP
+
+  m.ZeroGrad();
+  auto plain = m.ForwardBackward(mb, scales);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->mtp_count, 0);
+  const auto g1 = GradsOf(m);
+  for (const NamedTensor& g : m.Gradients()) {  // the MTP layer did not run
+    if (g.name.starts_with("model.layers.4.")) {
+      EXPECT_EQ(testing_util::MaxAbs(g.data, g.numel()), 0.0) << g.name;
+    }
+  }
+  std::vector<float> twos(B * T, 2.f);
+  mb.target_weights = twos.data();
+  m.ZeroGrad();
+  auto doubled = m.ForwardBackward(mb, scales);
+  ASSERT_TRUE(doubled.ok());
+  EXPECT_NEAR(doubled->main_sum, plain->main_sum, 1e-4 * plain->main_sum);
+  EXPECT_LE(MaxRelDiff(GradsOf(m), g1, 2.0), 1e-4);
+
+  // Weight 0 on the second row == that row's targets ignored.
+  std::vector<float> half(B * T, 1.f);
+  std::fill(half.begin() + T, half.end(), 0.f);
+  mb.target_weights = half.data();
+  m.ZeroGrad();
+  ASSERT_TRUE(m.ForwardBackward(mb, scales).ok());
+  const auto gw = GradsOf(m);
+  testing_util::Rows masked = rows;
+  std::fill(masked.targets.begin() + T, masked.targets.end(), -1);
+  MicroBatch mm = masked.Batch();
+  mm.mtp_inputs = mm.mtp_targets = nullptr;
+  m.ZeroGrad();
+  auto l = m.ForwardBackward(mm, scales);
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ(l->main_count, T);
+  EXPECT_LE(MaxRelDiff(gw, GradsOf(m)), 1e-4);
+}
+
 // Packed samples (block-diagonal mask, positions restarting at 0) see nothing of each other: the second sample's
 // logits inside a packed row equal its logits as a row of its own.
 TEST(ModelTest, PackedSamplesAreIndependent) {
@@ -245,9 +314,14 @@ TEST(ModelTest, RefusesMalformedMicroBatches) {
   bad = rows;
   bad.targets[0] = -2;
   EXPECT_EQ((*model)->ForwardBackward(bad.Batch(), s).status().code(), StatusCode::kInvalidArgument);
-  MicroBatch no_mtp = rows.Batch();
-  no_mtp.mtp_inputs = nullptr;
-  EXPECT_EQ((*model)->ForwardBackward(no_mtp, s).status().code(), StatusCode::kInvalidArgument);
+  MicroBatch no_mtp_targets = rows.Batch();
+  no_mtp_targets.mtp_targets = nullptr;
+  EXPECT_EQ((*model)->ForwardBackward(no_mtp_targets, s).status().code(), StatusCode::kInvalidArgument);
+  std::vector<float> weights(16, 1.f);
+  weights[3] = std::nanf("");
+  MicroBatch nan_weight = rows.Batch();
+  nan_weight.target_weights = weights.data();
+  EXPECT_EQ((*model)->ForwardBackward(nan_weight, s).status().code(), StatusCode::kInvalidArgument);
   std::vector<int32_t> positions(16, static_cast<int32_t>(c.max_position_embeddings));
   MicroBatch far = rows.Batch();
   far.positions = positions.data();
