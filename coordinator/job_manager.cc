@@ -408,6 +408,31 @@ void JobManager::HandleJobStatus(protocol::ConnectionPtr conn, protocol::Message
     if (events.ok()) {
       for (auto& [_, e] : *events) mine.push_back(std::move(e));
     }
+    // The loss curve from data rank 0's reports, at most 64 points per phase.
+    std::vector<std::vector<std::pair<uint64_t, double>>> by_phase(job->info.phases.size());
+    auto rows = metrics_table_.Scan(job->info.job_id + "/");
+    if (rows.ok()) {
+      for (const auto& [_, r] : *rows) {
+        if (r.phase_index < by_phase.size() && r.dp_rank == 0) by_phase[r.phase_index].emplace_back(r.step, r.loss);
+      }
+    }
+    std::vector<std::tuple<uint32_t, uint64_t, double>> curve;
+    for (uint32_t p = 0; p < by_phase.size(); ++p) {
+      const auto& pts = by_phase[p];
+      size_t stride = std::max<size_t>(1, (pts.size() + 63) / 64);
+      for (size_t i = 0; i < pts.size(); i += stride) {
+        double sum = 0;
+        size_t n = 0;
+        for (size_t j = i; j < std::min(pts.size(), i + stride); ++j, ++n) sum += pts[j].second;
+        curve.emplace_back(p, pts[i].first, sum / static_cast<double>(n));
+      }
+    }
+    auto cl = reply.initCurve(static_cast<unsigned>(curve.size()));
+    for (size_t i = 0; i < curve.size(); ++i) {
+      cl[static_cast<unsigned>(i)].setPhaseIndex(std::get<0>(curve[i]));
+      cl[static_cast<unsigned>(i)].setStep(std::get<1>(curve[i]));
+      cl[static_cast<unsigned>(i)].setLoss(std::get<2>(curve[i]));
+    }
     size_t keep = std::min<size_t>(mine.size(), 20);
     auto ev = reply.initEvents(static_cast<unsigned>(keep));
     for (size_t i = 0; i < keep; ++i) ToProto(mine[mine.size() - keep + i], ev[static_cast<unsigned>(i)]);

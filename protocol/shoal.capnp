@@ -305,12 +305,19 @@ struct ListWorkersReply {
   workers @0 :List(WorkerRecord);
 }
 
+struct CurvePoint {
+  phaseIndex @0 :UInt32;
+  step @1 :UInt64;
+  loss @2 :Float64;
+}
+
 struct JobStatusReply {
   job @0 :JobRecord;
   placement @1 :PlacementRecord;
   hasPlacement @2 :Bool;
   recentSteps @3 :List(StepReport);
   events @4 :List(EventRecord);
+  curve @5 :List(CurvePoint);  # the loss curve of every phase, downsampled to at most 64 points a phase
 }
 
 struct Ack {

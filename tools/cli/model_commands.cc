@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -259,6 +260,7 @@ int EvalCommand(const EvalOptions& o, bool json) {
     s.eos_id = static_cast<int32_t>(loaded->config.eos_token_id);
     std::mt19937_64 rng(o.seed);
     int correct = 0;
+    std::map<char, std::pair<int, int>> by_op;  // op -> (correct, total)
     nlohmann::ordered_json examples = nlohmann::ordered_json::array();
     for (int i = 0; i < o.accuracy; ++i) {
       auto problem = data::ArithProblemAt(o.seed, data::ArithSplit::kEval, i);
@@ -268,10 +270,15 @@ int EvalCommand(const EvalOptions& o, bool json) {
       std::string text = (*tok)->Decode((*out)[0].tokens, true);
       bool ok = data::ExactMatchReward(text, problem.Answer()) > 0.5;
       correct += ok;
+      by_op[problem.op].first += ok;
+      by_op[problem.op].second += 1;
       if (examples.size() < 5) examples.push_back({{"prompt", problem.Question()}, {"completion", text}, {"correct", ok}});
     }
     result["accuracy_problems"] = o.accuracy;
     result["accuracy"] = static_cast<double>(correct) / o.accuracy;
+    nlohmann::ordered_json ops = nlohmann::ordered_json::object();
+    for (auto& [op, ct] : by_op) ops[std::string(1, op)] = {{"correct", ct.first}, {"problems", ct.second}};
+    result["accuracy_by_op"] = ops;
     result["examples"] = examples;
   }
 
@@ -286,8 +293,14 @@ int EvalCommand(const EvalOptions& o, bool json) {
     }
     if (result.contains("logits_file")) std::printf("logits written to %s\n", o.dump_logits.c_str());
     if (result.contains("accuracy")) {
-      std::printf("held-out arithmetic: %.1f%% exact answers over %d problems\n",
-                  100.0 * result["accuracy"].get<double>(), o.accuracy);
+      std::printf("held-out arithmetic: %.1f%% exact answers over %d problems (", 100.0 * result["accuracy"].get<double>(),
+                  o.accuracy);
+      bool first = true;
+      for (auto& [op, ct] : result["accuracy_by_op"].items()) {
+        std::printf("%s%s %d/%d", first ? "" : ", ", op.c_str(), ct["correct"].get<int>(), ct["problems"].get<int>());
+        first = false;
+      }
+      std::printf(")\n");
       for (const auto& e : result["examples"]) {
         std::printf("  %s%s  %s\n", e["prompt"].get<std::string>().c_str(), e["completion"].get<std::string>().c_str(),
                     e["correct"].get<bool>() ? "ok" : "wrong");

@@ -181,6 +181,10 @@ std::string StatusJson(proto::JobStatusReply::Reader reply) {
                                  {"dp_rank", s.getDpRank()}, {"loss", s.getLoss()}, {"metrics", m},
                                  {"time_ms", s.getTimeMs()}});
   }
+  ordered_json curve = ordered_json::array();
+  for (auto c : reply.getCurve()) {
+    curve.push_back(ordered_json{{"phase_index", c.getPhaseIndex()}, {"step", c.getStep()}, {"loss", c.getLoss()}});
+  }
   ordered_json events = ordered_json::array();
   for (auto e : reply.getEvents()) {
     events.push_back(ordered_json{{"time_ms", e.getTimeMs()}, {"kind", Str(e.getKind())},
@@ -199,6 +203,7 @@ std::string StatusJson(proto::JobStatusReply::Reader reply) {
                    {"submitted_at_ms", j.getSubmittedAtMs()},
                    {"placement", placement},
                    {"recent_steps", steps},
+                   {"loss_curve", curve},
                    {"events", events}};
   return out.dump(2) + "\n";
 }
@@ -237,6 +242,36 @@ std::string StatusText(proto::JobStatusReply::Reader reply) {
     os << "\n" << stages.Render();
   } else {
     os << "\nNot placed.\n";
+  }
+  auto curve = reply.getCurve();
+  if (curve.size() > 0) {
+    os << "\nLoss curves:\n";
+    static const char* kBars[] = {"\u2581", "\u2582", "\u2583", "\u2584", "\u2585", "\u2586", "\u2587", "\u2588"};
+    auto phases = j.getPhases();
+    for (uint32_t p = 0; p < phases.size(); ++p) {
+      std::vector<std::pair<uint64_t, double>> pts;
+      for (auto c : curve) {
+        if (c.getPhaseIndex() == p) pts.emplace_back(c.getStep(), c.getLoss());
+      }
+      if (pts.empty()) continue;
+      double lo = pts[0].second, hi = pts[0].second;
+      for (auto& [_, l] : pts) {
+        lo = std::min(lo, l);
+        hi = std::max(hi, l);
+      }
+      std::string bars;
+      for (auto& [_, l] : pts) {
+        int level = hi > lo ? static_cast<int>((l - lo) / (hi - lo) * 7.0 + 0.5) : 0;
+        bars += kBars[std::clamp(level, 0, 7)];
+      }
+      char line[160];
+      std::snprintf(line, sizeof(line), "  %-10s steps %llu-%llu  %.3f ", Str(phases[p].getName()).c_str(),
+                    static_cast<unsigned long long>(pts.front().first),
+                    static_cast<unsigned long long>(pts.back().first), pts.front().second);
+      os << line << bars;
+      std::snprintf(line, sizeof(line), " %.3f  (min %.3f)\n", pts.back().second, lo);
+      os << line;
+    }
   }
   auto steps = reply.getRecentSteps();
   if (steps.size() > 0) {

@@ -203,7 +203,8 @@ Status RunGrpo(GrpoContext& ctx, size_t phase_index, int64_t start_step, const s
                            : kernels::global_norm(bufs.data(), sizes.data(), static_cast<int>(bufs.size()));
     double lr = LearningRate(schedule, step);
     optimizer.Step(lr);
-    policy.UpdateBias(static_cast<float>(spec.train.bias_update_speed));
+    // No aux-loss-free bias update here: it would move the policy's routing away from the reference's with no
+    // reward behind it (V3 also sets γ = 0 for the end of training).
     ASSIGN_OR_RETURN(cursor, prompts->Advance(cursor, prompts_per_step));
 
     double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
