@@ -12,6 +12,7 @@
 #include "tools/cli/client.h"
 #include "tools/cli/data_commands.h"
 #include "tools/cli/model_commands.h"
+#include "tools/cli/plan_command.h"
 #include "tools/cli/local_cluster.h"
 #include "tools/cli/render.h"
 
@@ -197,6 +198,16 @@ int main(int argc, char** argv) {
   checkpoints_cmd->add_option("job", job, "Job id or name")->required();
   checkpoints_cmd->add_flag("--json", g.json, "JSON array of {id, phase, step, phase_done, dir, bytes, shards, ...}");
 
+  PlanOptions plan;
+  auto* plan_cmd = app.add_subcommand("plan", "Placement, memory per worker, bubble and step time of a job spec "
+                                               "on a hypothetical cluster");
+  plan_cmd->add_option("spec", plan.spec_path, "Job spec file")->required();
+  plan_cmd->add_option("--cluster", plan.cluster, "NODESxGPUS, e.g. 256x8")->required();
+  plan_cmd->add_option("--tflops", plan.tflops, "Achieved TFLOP/s per worker (default 400 cuda, 0.1 cpu)");
+  plan_cmd->add_option("--link-gbs", plan.link_gbs, "Pipeline link GB/s (default 50 cuda, 5 cpu)");
+  plan_cmd->add_option("--device-memory-gib", plan.device_memory_gib, "Memory per worker (default 80 cuda)");
+  plan_cmd->add_flag("--json", g.json, "Print the plan as JSON");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -238,6 +249,7 @@ int main(int argc, char** argv) {
   if (*generate_cmd) return GenerateCommand(gen, g.json);
   if (*eval_cmd) return EvalCommand(ev, g.json);
   if (*export_cmd) return ExportCommand(g, ex);
+  if (*plan_cmd) return PlanCommand(plan, g.json);
   if (*checkpoints_cmd) {
     return Request(g, [&](proto::Envelope::Builder e) { e.initListCheckpoints().setJob(job); },
                    [&](proto::Envelope::Reader e) {

@@ -52,6 +52,15 @@ Result<LoadedModel> LoadModelDir(const std::string& dir) {
     out.config = std::move(hf.config);
     out.tensors = std::move(hf.tensors);
     out.kind = "export";
+    // shoal.json (written by `shoal export`): how the model was trained, for prompting it the same way.
+    auto meta = ReadFile(dir + "/shoal.json");
+    if (meta.ok()) {
+      auto j = nlohmann::json::parse(*meta, nullptr, false);
+      if (!j.is_discarded()) {
+        out.chat = j.value("chat_template", false);
+        out.train_seq_len = j.value("seq_len", 0);
+      }
+    }
   } else {
     ASSIGN_OR_RETURN(auto listing, checkpoint::ListShards(dir));
     if (listing.complete.empty()) {
@@ -346,6 +355,20 @@ int ExportCommand(const GlobalOptions& g, const ExportOptionsCli& o) {
   e.fp8 = o.fp8;
   e.include_mtp = !o.no_mtp;
   Status s = checkpoint::ExportHuggingFace(spec->model.config, merged->params, o.out, e);
+  if (!s.ok()) return Fail(s);
+  // Beside the HF files: what shoal needs to prompt the model as it was trained (ignored by transformers).
+  std::string phase;
+  for (auto c : checkpoints) {
+    if (id == c.getCheckpointId().cStr()) phase = c.getPhase().cStr();
+  }
+  bool chat = false;
+  for (const auto& ph : spec->phases) {
+    if (ph.kind == PhaseKind::kSft) chat = true;
+    if (ph.name == phase) break;
+  }
+  nlohmann::ordered_json meta{{"job", job.getName().cStr()}, {"checkpoint", id}, {"phase", phase},
+                              {"chat_template", chat}, {"seq_len", spec->train.seq_len}, {"tokenizer", "byte"}};
+  s = WriteFileAtomic(o.out + "/shoal.json", meta.dump(2) + "\n");
   if (!s.ok()) return Fail(s);
   std::printf("Exported checkpoint %s of job '%s' to %s (%s%s): config.json + model.safetensors, loadable as "
               "DeepseekV3ForCausalLM.\n",
