@@ -190,17 +190,7 @@ Status RunGrpo(GrpoContext& ctx, size_t phase_index, int64_t start_step, const s
       scales.balance = 0.0f;
       RETURN_IF_ERROR(policy.ForwardBackward(mb, scales).status());
     }
-    auto tensors = optimizer.tensors();
-    std::vector<float*> bufs;
-    std::vector<int64_t> sizes;
-    for (const auto& t : tensors) {
-      bufs.push_back(const_cast<float*>(t.grad));
-      sizes.push_back(t.numel);
-    }
-    double grad_norm = spec.train.grad_clip > 0
-                           ? kernels::clip_grad_norm(bufs.data(), sizes.data(), static_cast<int>(bufs.size()),
-                                                     static_cast<float>(spec.train.grad_clip))
-                           : kernels::global_norm(bufs.data(), sizes.data(), static_cast<int>(bufs.size()));
+    double grad_norm = optimizer.ClipGradNorm(spec.train.grad_clip);
     double lr = LearningRate(schedule, step);
     optimizer.Step(lr);
     // No aux-loss-free bias update here: it would move the policy's routing away from the reference's with no

@@ -1,6 +1,7 @@
 #include "worker/train/optimizer.h"
 
 #include "kernels/cpu/adamw.h"
+#include "kernels/cpu/clip.h"
 
 namespace shoal::train {
 
@@ -19,6 +20,18 @@ int64_t AdamW::StateBytes(const std::vector<OptimizedTensor>& tensors) {
   int64_t total = 0;
   for (const auto& t : tensors) total += t.numel;
   return total * 2 * static_cast<int64_t>(sizeof(kernels::bf16_t));
+}
+
+double AdamW::ClipGradNorm(double max_norm) {
+  std::vector<float*> bufs;
+  std::vector<int64_t> sizes;
+  for (const auto& t : tensors_) {
+    bufs.push_back(const_cast<float*>(t.grad));  // the gradients are the model's, writable
+    sizes.push_back(t.numel);
+  }
+  int n = static_cast<int>(bufs.size());
+  return max_norm > 0 ? kernels::clip_grad_norm(bufs.data(), sizes.data(), n, static_cast<float>(max_norm))
+                      : kernels::global_norm(bufs.data(), sizes.data(), n);
 }
 
 void AdamW::Step(double lr) {

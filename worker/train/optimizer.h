@@ -32,6 +32,9 @@ class AdamW {
  public:
   AdamW(std::vector<OptimizedTensor> tensors, AdamWParams params);
 
+  // The global L2 norm of every tensor's gradient (before clipping); scales the gradients down to max_norm when
+  // it is larger (max_norm <= 0: no clipping).
+  double ClipGradNorm(double max_norm);
   // One update of every tensor with learning rate `lr`; increments step().
   void Step(double lr);
   int64_t step() const { return step_; }

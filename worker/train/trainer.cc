@@ -307,17 +307,7 @@ Status Trainer::State::RunPhase(size_t phase_index, const std::optional<RestoreP
       return InternalError("loss is not finite at step " + std::to_string(step) + " of phase " + phase.name +
                            "; lower the learning rate or check the data");
     }
-    auto tensors = optimizer.tensors();
-    std::vector<float*> bufs;
-    std::vector<int64_t> sizes;
-    for (const auto& t : tensors) {
-      bufs.push_back(const_cast<float*>(t.grad));
-      sizes.push_back(t.numel);
-    }
-    double grad_norm = spec.train.grad_clip > 0
-                           ? kernels::clip_grad_norm(bufs.data(), sizes.data(), static_cast<int>(bufs.size()),
-                                                     static_cast<float>(spec.train.grad_clip))
-                           : kernels::global_norm(bufs.data(), sizes.data(), static_cast<int>(bufs.size()));
+    double grad_norm = optimizer.ClipGradNorm(spec.train.grad_clip);
     double lr = LearningRate(schedule, step);
     optimizer.Step(lr);
     // Expert loads of the whole step decide the bias update (aux-loss-free balancing).
