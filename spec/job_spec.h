@@ -4,6 +4,7 @@
 //
 //   name: arith-demo                          # [a-z0-9-], starts with a letter or digit; required
 //   model: {preset: demo, num_hidden_layers: 6}  # preset and/or HF-named knobs; without a preset every size is required
+//                                             # init_from: DIR starts from a checkpoint or exported model
 //   parallel: {pipeline: 1, data: 1, expert: 1, schedule: 1f1b}   # 1f1b | zb1p | dualpipe | dualpipev
 //   precision: fp32                           # fp32 | bf16 | fp8
 //   train: {seq_len: 128, micro_batch: 8, global_batch: 16, lr: 2.0e-3, ...}   # TrainSpec below
@@ -53,6 +54,9 @@ std::vector<int> StagesOfPipelineRank(PipelineSchedule schedule, int pipeline, i
 
 struct ModelSpec {
   std::string preset;   // empty when every size was given explicitly
+  // Start from these weights instead of a random initialisation: a checkpoint step directory or a `shoal export`
+  // directory on the workers' filesystem (names and shapes must match the model).
+  std::string init_from;
   ModelConfig config;   // the preset with the job's overrides applied
   friend bool operator==(const ModelSpec&, const ModelSpec&) = default;
 };

@@ -37,6 +37,7 @@ void EmitRope(YAML::Emitter& out, const RopeScaling& r) {
 void EmitModel(YAML::Emitter& out, const ModelSpec& m) {
   out << YAML::BeginMap;
   if (!m.preset.empty()) Put(out, "preset", m.preset);
+  if (!m.init_from.empty()) Put(out, "init_from", m.init_from);
   const ModelConfig& c = m.config;
   for (const spec_internal::ModelField& f : spec_internal::ModelFields()) {
     std::visit(

@@ -317,7 +317,7 @@ void ReadModelField(Reader& r, const ModelField& f, const Entry& e, ModelConfig*
 }
 
 void ReadModel(Reader& r, const Entry& e, ModelSpec* out) {
-  std::vector<std::string> known = {"preset"};
+  std::vector<std::string> known = {"preset", "init_from"};
   for (const ModelField& f : spec_internal::ModelFields()) known.emplace_back(f.name);
   std::vector<Entry> entries = r.Entries(e.value, e.path, e.mark, known);
   if (!e.value.IsMap()) return;
@@ -346,6 +346,7 @@ void ReadModel(Reader& r, const Entry& e, ModelSpec* out) {
   }
   for (const ModelField& f : spec_internal::ModelFields())
     if (const Entry* fe = Find(entries, f.name)) ReadModelField(r, f, *fe, &config);
+  if (const Entry* i = Find(entries, "init_from")) r.String(*i, &out->init_from);
   out->config = config;
 }
 

@@ -16,6 +16,7 @@
 #include "spec/job_spec.h"
 #include "worker/checkpoint/checkpoint.h"
 #include "worker/checkpoint/export.h"
+#include "worker/checkpoint/model_dir.h"
 #include "worker/data/arith.h"
 #include "worker/data/data_source.h"
 #include "worker/data/reward.h"
@@ -34,78 +35,16 @@ int Fail(const Status& s) {
   return 1;
 }
 
-struct LoadedModel {
-  ModelConfig config;
-  checkpoint::TensorSet tensors;
-  std::string kind;  // "export" | "checkpoint"
-  int64_t train_seq_len = 0;
-  bool chat = false;  // fine-tuned with the chat template (an sft phase ran before this checkpoint)
-};
-
-// A directory written by `shoal export` (config.json + weights), or a checkpoint step directory (its
-// config.json and job.yaml are in the job's checkpoint root, two levels up).
-Result<LoadedModel> LoadModelDir(const std::string& dir) {
-  LoadedModel out;
-  if (FileExists(dir + "/config.json") &&
-      (FileExists(dir + "/model.safetensors") || FileExists(dir + "/model.safetensors.index.json"))) {
-    ASSIGN_OR_RETURN(auto hf, checkpoint::LoadHuggingFace(dir));
-    out.config = std::move(hf.config);
-    out.tensors = std::move(hf.tensors);
-    out.kind = "export";
-    // shoal.json (written by `shoal export`): how the model was trained, for prompting it the same way.
-    auto meta = ReadFile(dir + "/shoal.json");
-    if (meta.ok()) {
-      auto j = nlohmann::json::parse(*meta, nullptr, false);
-      if (!j.is_discarded()) {
-        out.chat = j.value("chat_template", false);
-        out.train_seq_len = j.value("seq_len", 0);
-      }
-    }
-  } else {
-    ASSIGN_OR_RETURN(auto listing, checkpoint::ListShards(dir));
-    if (listing.complete.empty()) {
-      return InvalidArgumentError(dir + " is not a model: expected config.json + model.safetensors (from `shoal "
-                                  "export`) or a checkpoint step directory (<checkpoints>/<job>/<phase>/step-N)");
-    }
-    ASSIGN_OR_RETURN(auto merged, checkpoint::LoadMerged(dir));
-    out.tensors = std::move(merged.params);
-    out.kind = "checkpoint";
-    fs::path p = fs::absolute(dir);
-    std::string config_path;
-    for (int up = 0; up < 3 && config_path.empty(); ++up) {
-      if (fs::exists(p / "config.json")) config_path = (p / "config.json").string();
-      p = p.parent_path();
-    }
-    if (config_path.empty()) return NotFoundError("no config.json beside or above checkpoint " + dir);
-    ASSIGN_OR_RETURN(std::string text, ReadFile(config_path));
-    ASSIGN_OR_RETURN(out.config, ModelConfigFromHfJson(text));
-    std::string job_yaml = (fs::path(config_path).parent_path() / "job.yaml").string();
-    if (FileExists(job_yaml)) {
-      auto spec = LoadJobSpec(job_yaml);
-      if (spec.ok()) {
-        out.train_seq_len = spec->train.seq_len;
-        std::string phase = fs::path(dir).parent_path().filename().string();
-        for (const auto& ph : spec->phases) {
-          if (ph.kind == PhaseKind::kSft) out.chat = true;
-          if (ph.name == phase) break;
-        }
-      }
-    }
-  }
-  return out;
-}
+using LoadedModel = checkpoint::ModelDir;
+using checkpoint::LoadModelDir;
 
 Result<std::unique_ptr<model::Model>> BuildModel(const LoadedModel& loaded, int max_batch, int max_seq) {
   model::ModelOptions options;
   options.max_batch = max_batch;
   options.max_seq = std::min<int64_t>(max_seq, loaded.config.max_position_embeddings);
   ASSIGN_OR_RETURN(auto m, model::Model::Create(loaded.config, options));
-  RETURN_IF_ERROR(m->Load([&](const std::string& name, const std::vector<int64_t>& shape) -> const float* {
-    auto it = loaded.tensors.find(name);
-    if (it == loaded.tensors.end() || it->second.shape != shape || it->second.dtype != checkpoint::DType::kF32) {
-      return nullptr;
-    }
-    return it->second.values<float>().data();
+  RETURN_IF_ERROR(m->Load([&](const std::string& name, const std::vector<int64_t>& shape) {
+    return checkpoint::FindF32(loaded.tensors, name, shape);
   }));
   return m;
 }

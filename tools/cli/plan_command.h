@@ -79,6 +79,7 @@ struct PlanReport {
   int64_t tokens_per_step = 0;
   double step_s = 0;
   double bubble_s = 0;            // the largest rank's bubble
+  double bubble_min_s = 0;        // the busiest rank's (the schedule's own bubble when stages differ)
   double bubble_fraction = 0;     // idle share of all ranks' time
   double formula_bubble_s = 0;    // ANCHORS.md's formula with the mean stage costs
   double comm_latency_s = 0;

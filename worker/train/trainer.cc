@@ -10,6 +10,7 @@
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/clip.h"
 #include "worker/checkpoint/async_writer.h"
+#include "worker/checkpoint/model_dir.h"
 #include "worker/data/data_source.h"
 #include "worker/data/tokenizer.h"
 #include "worker/model/model.h"
@@ -92,6 +93,14 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(TrainerConfig config, TrainerEv
   options.mtp_lambda = static_cast<float>(spec.train.mtp_lambda);
   ASSIGN_OR_RETURN(s->model, model::Model::Create(mc, options));
   s->model->InitRandom(spec.train.seed, static_cast<float>(spec.train.init_std));
+  if (!spec.model.init_from.empty() && !s->config.restore) {
+    ASSIGN_OR_RETURN(auto init, checkpoint::LoadModelDir(spec.model.init_from));
+    Status loaded = s->model->Load([&](const std::string& name, const std::vector<int64_t>& shape) {
+      return checkpoint::FindF32(init.tensors, name, shape);
+    });
+    if (!loaded.ok()) return loaded.WithContext("model.init_from " + spec.model.init_from);
+    spdlog::info("initialised the model from {} ({})", spec.model.init_from, init.kind);
+  }
   s->flops_per_token = TrainingFlopsPerToken(mc, spec.train.seq_len);
   if (!s->config.checkpoint_root.empty()) {
     // Beside the checkpoints: what they are (shoal generate/eval and export read these).
