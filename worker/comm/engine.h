@@ -160,7 +160,7 @@ class Engine {
   UcpContextPtr context_;
   std::vector<std::unique_ptr<Link>> links_;                  // every link ever made, until destruction
   std::unordered_map<Xfer*, std::unique_ptr<Xfer>> orphans_;  // transfers no operation owns any more
-  std::list<void*> closing_;                                  // endpoint-close requests in flight
+  std::list<std::pair<void*, std::chrono::steady_clock::time_point>> closing_;  // endpoint closes in flight
   UcpWorkerPtr worker_;
   std::string address_hex_;
   int efd_ = -1;
@@ -173,6 +173,7 @@ class Engine {
   std::unordered_map<OpState*, std::unique_ptr<RunningOp>> running_;
   std::vector<std::unique_ptr<RunningOp>> finished_;  // deleted at the end of each loop turn
   bool stop_requested_ = false;
+  bool shutting_down_ = false;
   std::vector<Xfer*> completed_;  // filled by UCX callbacks during progress
   std::vector<Link*> newly_broken_;
   std::vector<ucp_ep_h> failed_eps_;  // endpoints UCX reported failed, closed after the progress call
@@ -184,7 +185,8 @@ class Engine {
   std::mutex inbox_mu_;
   std::vector<Command> inbox_;
   std::atomic<bool> inbox_pending_{false};
-  bool stopping_ = false;  // under inbox_mu_
+  bool stopping_ = false;      // under inbox_mu_: no new operations
+  bool worker_gone_ = false;   // under inbox_mu_: nothing may signal the worker any more
 
   std::mutex scratch_mu_;
   std::vector<std::vector<float>> scratch_pool_;
