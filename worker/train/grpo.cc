@@ -110,10 +110,7 @@ Status RunGrpo(GrpoContext& ctx, size_t phase_index, int64_t start_step, const s
   data::DataOptions options;
   options.seq_len = spec.train.seq_len;
   options.seed = spec.train.seed;
-  options.chat_prompts = false;  // the chat template only once an SFT phase has taught it
-  for (size_t p = 0; p < phase_index; ++p) {
-    if (spec.phases[p].kind == PhaseKind::kSft) options.chat_prompts = true;
-  }
+  options.chat_prompts = ctx.chat;  // the chat template only once an SFT phase has taught it
   ASSIGN_OR_RETURN(auto prompts, data::OpenPromptSource(phase.data, ctx.tokenizer, options));
   data::DataCursor cursor = prompts->Start();
   if (cursor_json) { ASSIGN_OR_RETURN(cursor, data::DataCursor::FromJson(*cursor_json)); }

@@ -26,6 +26,7 @@ struct GrpoContext {
   model::Model& model;
   const data::Tokenizer& tokenizer;
   TrainerEvents* events;
+  bool chat = false;  // the policy was fine-tuned with the chat template (earlier SFT phase, or init_from one)
 };
 
 using CheckpointFn = std::function<Status(int64_t step, const std::string& cursor_json, bool phase_done)>;
