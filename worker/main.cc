@@ -13,6 +13,7 @@
 #include "kernels/device.h"
 #include "protocol/auth.h"
 #include "worker/control_session.h"
+#include "worker/comm/communicator.h"
 #include "worker/job_runner.h"
 #include "worker/training_runner.h"
 
@@ -90,11 +91,26 @@ int main(int argc, char** argv) {
 
   shoal::InstallShutdownSignals({SIGINT, SIGTERM});
 
+  // The data plane: one UCX context and worker per process; its address travels in the registration so the
+  // coordinator can hand it to this worker's peers.
+  std::unique_ptr<shoal::comm::Communicator> comm;
+  auto comm_options = shoal::comm::CommunicatorOptions::FromEnvironment();
+  auto created = comm_options.ok() ? shoal::comm::Communicator::Create(*comm_options)
+                                   : shoal::Result<std::unique_ptr<shoal::comm::Communicator>>(comm_options.status());
+  if (created.ok()) {
+    comm = std::move(*created);
+    identity.data_address = comm->address();
+    spdlog::info("data plane: UCX {} transport", shoal::comm::TransportName(comm->transport()));
+  } else {
+    spdlog::warn("data plane unavailable ({}); this worker can only run single-worker layouts",
+                 created.status().ToString());
+  }
+
   boost::asio::io_context io;
   shoal::worker::ControlSession* session_ptr = nullptr;
   shoal::worker::TrainingJobRunner trainer(
       [&session_ptr](capnp::MessageBuilder& b) { return session_ptr != nullptr && session_ptr->SendToCoordinator(b); },
-      threads);
+      threads, comm.get());
   shoal::worker::IdleJobRunner idle_runner;
   shoal::worker::JobRunner* runner = idle ? static_cast<shoal::worker::JobRunner*>(&idle_runner) : &trainer;
   shoal::worker::ControlSession session(io, host_port->first, host_port->second, std::move(*token), identity,

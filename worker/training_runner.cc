@@ -96,7 +96,8 @@ struct TrainingJobRunner::Run : public train::TrainerEvents {
   }
 };
 
-TrainingJobRunner::TrainingJobRunner(SendFn send, int threads) : send_(std::move(send)), threads_(threads) {}
+TrainingJobRunner::TrainingJobRunner(SendFn send, int threads, comm::Communicator* comm)
+    : send_(std::move(send)), threads_(threads), comm_(comm) {}
 
 TrainingJobRunner::~TrainingJobRunner() { StopCurrent(); }
 

@@ -14,13 +14,18 @@
 
 #include "worker/job_runner.h"
 
+namespace shoal::comm {
+class Communicator;
+}
+
 namespace shoal::worker {
 
 class TrainingJobRunner final : public JobRunner {
  public:
-  // `send` delivers a message to the coordinator (thread-safe; false when not connected).
+  // `send` delivers a message to the coordinator (thread-safe; false when not connected). `comm` is the process's
+  // data plane (null when UCX could not start: then only single-worker layouts can run).
   using SendFn = std::function<bool(capnp::MessageBuilder&)>;
-  TrainingJobRunner(SendFn send, int threads);
+  TrainingJobRunner(SendFn send, int threads, comm::Communicator* comm = nullptr);
   ~TrainingJobRunner() override;
 
   void Start(protocol::MessagePtr assignment) override;
@@ -32,6 +37,7 @@ class TrainingJobRunner final : public JobRunner {
 
   SendFn send_;
   int threads_;
+  comm::Communicator* comm_;
   std::unique_ptr<Run> run_;
 };
 

@@ -11,20 +11,20 @@
 namespace shoal::checkpoint {
 namespace fs = std::filesystem;
 
-const float* FindF32(const TensorSet& tensors, const std::string& name, const std::vector<int64_t>& shape) {
-  auto it = tensors.find(name);
-  if (it == tensors.end() || it->second.shape != shape || it->second.dtype != DType::kF32) return nullptr;
-  return it->second.values<float>().data();
+namespace {
+
+bool IsExportDir(const std::string& dir) {
+  return FileExists(dir + "/config.json") &&
+         (FileExists(dir + "/model.safetensors") || FileExists(dir + "/model.safetensors.index.json"));
 }
 
-Result<ModelDir> LoadModelDir(const std::string& dir) {
+// Everything but the tensors. `depth` bounds the init_from chain that decides `chat`.
+Result<ModelDir> Inspect(const std::string& dir, int depth) {
   ModelDir out;
-  if (FileExists(dir + "/config.json") &&
-      (FileExists(dir + "/model.safetensors") || FileExists(dir + "/model.safetensors.index.json"))) {
-    ASSIGN_OR_RETURN(auto hf, LoadHuggingFace(dir));
-    out.config = std::move(hf.config);
-    out.tensors = std::move(hf.tensors);
+  if (IsExportDir(dir)) {
     out.kind = "export";
+    ASSIGN_OR_RETURN(std::string text, ReadFile(dir + "/config.json"));
+    ASSIGN_OR_RETURN(out.config, ModelConfigFromHfJson(text));
     auto meta = ReadFile(dir + "/shoal.json");
     if (meta.ok()) {
       auto j = nlohmann::json::parse(*meta, nullptr, false);
@@ -40,8 +40,6 @@ Result<ModelDir> LoadModelDir(const std::string& dir) {
     return InvalidArgumentError(dir + " is not a model: expected config.json + model.safetensors (from `shoal "
                                 "export`) or a checkpoint step directory (<checkpoints>/<job>/<phase>/step-N)");
   }
-  ASSIGN_OR_RETURN(auto merged, LoadMerged(dir));
-  out.tensors = std::move(merged.params);
   out.kind = "checkpoint";
   fs::path p = fs::absolute(dir);
   std::string config_path;
@@ -57,12 +55,40 @@ Result<ModelDir> LoadModelDir(const std::string& dir) {
     auto spec = LoadJobSpec(job_yaml);
     if (spec.ok()) {
       out.train_seq_len = spec->train.seq_len;
+      // Chat once an SFT phase has run up to this checkpoint's phase, or the job started from such a model.
+      if (!spec->model.init_from.empty() && depth > 0) {
+        auto init = Inspect(spec->model.init_from, depth - 1);
+        if (init.ok()) out.chat = init->chat;
+      }
       std::string phase = fs::absolute(dir).parent_path().filename().string();
-      for (const auto& ph : spec->phases) {  // chat once an SFT phase has run, up to this checkpoint's phase
+      for (const auto& ph : spec->phases) {
         if (ph.kind == PhaseKind::kSft) out.chat = true;
         if (ph.name == phase) break;
       }
     }
+  }
+  return out;
+}
+
+}  // namespace
+
+const float* FindF32(const TensorSet& tensors, const std::string& name, const std::vector<int64_t>& shape) {
+  auto it = tensors.find(name);
+  if (it == tensors.end() || it->second.shape != shape || it->second.dtype != DType::kF32) return nullptr;
+  return it->second.values<float>().data();
+}
+
+Result<ModelDir> InspectModelDir(const std::string& dir) { return Inspect(dir, 8); }
+
+Result<ModelDir> LoadModelDir(const std::string& dir) {
+  ASSIGN_OR_RETURN(ModelDir out, InspectModelDir(dir));
+  if (out.kind == "export") {
+    ASSIGN_OR_RETURN(auto hf, LoadHuggingFace(dir));
+    out.config = std::move(hf.config);
+    out.tensors = std::move(hf.tensors);
+  } else {
+    ASSIGN_OR_RETURN(auto merged, LoadMerged(dir));
+    out.tensors = std::move(merged.params);
   }
   return out;
 }

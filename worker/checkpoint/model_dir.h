@@ -20,6 +20,8 @@ struct ModelDir {
 };
 
 Result<ModelDir> LoadModelDir(const std::string& dir);
+// The same without reading the weights (tensors stays empty).
+Result<ModelDir> InspectModelDir(const std::string& dir);
 
 // A lookup for model::Model::Load over `tensors` (F32 tensors of the given shape, else null).
 const float* FindF32(const TensorSet& tensors, const std::string& name, const std::vector<int64_t>& shape);

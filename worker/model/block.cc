@@ -7,10 +7,11 @@
 namespace shoal::model {
 
 DecoderBlock::DecoderBlock(const ModelConfig& config, int64_t layer_idx, int64_t expert_begin, int64_t expert_end,
-                           GemmMode mode, float balance_alpha)
+                           GemmMode mode, float balance_alpha, double ep_capacity_factor)
     : c_(config), layer_idx_(layer_idx), attn_(config, layer_idx, mode) {
   if (config.is_moe_layer(layer_idx)) {
-    moe_ = std::make_unique<MoeFfn>(config, layer_idx, expert_begin, expert_end, mode, balance_alpha);
+    moe_ = std::make_unique<MoeFfn>(config, layer_idx, expert_begin, expert_end, mode, balance_alpha,
+                                    ep_capacity_factor);
   } else {
     mlp_ = std::make_unique<SwiGluMlp>(LayerPrefix(layer_idx) + "mlp.", "layers." + std::to_string(layer_idx) + ".mlp",
                                        config.hidden_size, config.intermediate_size, mode);
@@ -47,41 +48,37 @@ void DecoderBlock::PrepareWeights() {
   }
 }
 
-void DecoderBlock::Forward(float* y, const float* x, const StepContext& ctx) {
+Status DecoderBlock::Forward(float* y, const float* x, const StepContext& ctx) {
   const int64_t H = c_.hidden_size;
   attn_.Forward(h_mid_, x, ctx);
   kernels::rmsnorm_forward(u_, rstd_ffn_, h_mid_, w_ffn_norm_.w, static_cast<int>(ctx.N), static_cast<int>(H),
                            static_cast<float>(c_.rms_norm_eps));
-  if (moe_) {
-    moe_->Route(u_, ctx);
-    moe_->Dispatch(ctx);
-    moe_->Experts(ctx);
-    moe_->Combine(y, h_mid_, ctx);
-  } else {
-    mlp_->Forward(ffn_out_, u_, ctx);
-    for (int64_t i = 0; i < ctx.N * H; ++i) y[i] = h_mid_[i] + ffn_out_[i];
-  }
+  if (moe_) return moe_->Forward(y, h_mid_, u_, ctx);
+  mlp_->Forward(ffn_out_, u_, ctx);
+  for (int64_t i = 0; i < ctx.N * H; ++i) y[i] = h_mid_[i] + ffn_out_[i];
+  return Status::OK();
 }
 
-void DecoderBlock::BackwardInput(float* g, const StepContext& ctx) {
+Status DecoderBlock::BackwardInput(float* g, const float* x, const StepContext& ctx) {
   const int64_t H = c_.hidden_size;
   std::memcpy(d_ffn_out_, g, sizeof(float) * ctx.N * H);
   std::memset(du_, 0, sizeof(float) * ctx.N * H);
   if (moe_) {
-    moe_->BackwardInput(du_, d_ffn_out_, ctx);
+    RETURN_IF_ERROR(moe_->BackwardInput(du_, d_ffn_out_, ctx));
   } else {
     mlp_->BackwardInput(du_, d_ffn_out_, ctx);
   }
   kernels::rmsnorm_backward(g, w_ffn_norm_.g, rms_scratch_, du_, rstd_ffn_, h_mid_, w_ffn_norm_.w,
                             static_cast<int>(ctx.N), static_cast<int>(H));
-  attn_.BackwardInput(g, ctx);
+  attn_.BackwardInput(g, x, ctx);
+  return Status::OK();
 }
 
 void DecoderBlock::BackwardWeight(const StepContext& ctx) {
   if (moe_) {
-    moe_->BackwardWeight(ctx);
+    moe_->BackwardWeight(u_, d_ffn_out_, ctx);
   } else {
-    mlp_->BackwardWeight(ctx);
+    mlp_->BackwardWeight(u_, d_ffn_out_, ctx);
   }
   attn_.BackwardWeight(ctx);
 }

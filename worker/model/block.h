@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "common/status.h"
 #include "spec/model_config.h"
 #include "worker/model/layer_context.h"
 #include "worker/model/mla.h"
@@ -18,14 +19,14 @@ namespace shoal::model {
 class DecoderBlock {
  public:
   DecoderBlock(const ModelConfig& config, int64_t layer_idx, int64_t expert_begin, int64_t expert_end,
-               GemmMode mode, float balance_alpha);
+               GemmMode mode, float balance_alpha, double ep_capacity_factor);
 
   void Declare(LayerPlans& plans);
   void PrepareWeights();
-  // y[N,H] = block(x[N,H]); x must stay valid until the backward.
-  void Forward(float* y, const float* x, const StepContext& ctx);
-  // g[N,H]: in dL/dy, out dL/dx (in place).
-  void BackwardInput(float* g, const StepContext& ctx);
+  // y[N,H] = block(x[N,H]). Errors come from the MoE layer's expert-parallel exchange only.
+  Status Forward(float* y, const float* x, const StepContext& ctx);
+  // g[N,H]: in dL/dy, out dL/dx (in place); x is the forward's input.
+  Status BackwardInput(float* g, const float* x, const StepContext& ctx);
   void BackwardWeight(const StepContext& ctx);
 
   int64_t layer_idx() const { return layer_idx_; }

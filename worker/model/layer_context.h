@@ -38,6 +38,7 @@ struct StepContext {
   const LinearWorkspace* linear = nullptr;   // shared Linear scratch
   bool training = false;                     // count expert loads in the forward
   float balance_grad_scale = 0.f;            // LossScales::balance
+  bool weight_grads_now = true;              // the backward computes weight gradients right after input gradients
 };
 
 inline std::string LayerPrefix(int64_t layer_idx) { return "model.layers." + std::to_string(layer_idx) + "."; }

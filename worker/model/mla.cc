@@ -126,7 +126,6 @@ void MlaAttention::Forward(float* h_mid, const float* x, const StepContext& ctx)
   const int n = static_cast<int>(N);
   const float eps = static_cast<float>(c_.rms_norm_eps);
   const LinearWorkspace& ws = *ctx.linear;
-  x_ = x;
 
   kernels::rmsnorm_forward(x_norm_, rstd_in_, x, w_in_norm_.w, n, static_cast<int>(H_), eps);
   if (c_.has_q_lora()) {
@@ -163,7 +162,7 @@ void MlaAttention::Forward(float* h_mid, const float* x, const StepContext& ctx)
   for (int64_t i = 0; i < N * H_; ++i) h_mid[i] += x[i];
 }
 
-void MlaAttention::BackwardInput(float* g, const StepContext& ctx) {
+void MlaAttention::BackwardInput(float* g, const float* x, const StepContext& ctx) {
   const int64_t N = ctx.N;
   const int n = static_cast<int>(N);
   const LinearWorkspace& ws = *ctx.linear;
@@ -212,7 +211,7 @@ void MlaAttention::BackwardInput(float* g, const StepContext& ctx) {
   } else {
     q_proj_.BackwardInput(dx_norm_, dq_, nh_ * dqk_, N, ws);
   }
-  kernels::rmsnorm_backward(g, w_in_norm_.g, rms_scratch_, dx_norm_, rstd_in_, x_, w_in_norm_.w, n,
+  kernels::rmsnorm_backward(g, w_in_norm_.g, rms_scratch_, dx_norm_, rstd_in_, x, w_in_norm_.w, n,
                             static_cast<int>(H_));
 }
 

@@ -24,10 +24,10 @@ class MlaAttention {
 
   void Declare(LayerPlans& plans);
   void PrepareWeights();
-  // h_mid[N,H] = x[N,H] + attention(x). x must stay valid until the backward.
+  // h_mid[N,H] = x[N,H] + attention(x).
   void Forward(float* h_mid, const float* x, const StepContext& ctx);
-  // g[N,H]: in dL/dh_mid, out dL/dx (accumulated in place).
-  void BackwardInput(float* g, const StepContext& ctx);
+  // g[N,H]: in dL/dh_mid, out dL/dx (accumulated in place); x is the forward's input.
+  void BackwardInput(float* g, const float* x, const StepContext& ctx);
   void BackwardWeight(const StepContext& ctx);
 
  private:
@@ -40,7 +40,6 @@ class MlaAttention {
   ParamRef w_in_norm_, w_q_norm_, w_kv_norm_;
   Linear q_a_, q_b_, q_proj_, kv_a_, kv_b_, o_proj_;
   // Saved activations ([N, ...] with N = max tokens; lse [B, n_h, T]).
-  const float* x_ = nullptr;  // the input (owned by the caller)
   float *x_norm_, *rstd_in_, *cq_raw_, *rstd_q_, *cq_, *q_, *latent_, *rstd_kv_, *ckv_, *k_, *v_, *o_, *lse_;
   // Output gradients of the Linears (dgrad region).
   float *d_out_, *dq_, *dcq_raw_, *dkv_, *dkv_raw_;  // dq_: dL/dq (after un-rotating)

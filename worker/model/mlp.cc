@@ -30,23 +30,27 @@ void SwiGluMlp::PrepareWeights() {
 }
 
 void SwiGluMlp::Forward(float* out, const float* u, const StepContext& ctx) {
-  u_ = u;
-  gate_up_.Forward(gate_up_act_, 2 * I_, u, H_, ctx.N, *ctx.linear);
-  kernels::swiglu_forward(m_, gate_up_act_, static_cast<int>(ctx.N), static_cast<int>(I_));
-  down_.Forward(out, H_, m_, I_, ctx.N, *ctx.linear);
+  ForwardUp(u, ctx);
+  ForwardDown(out, ctx);
 }
 
+void SwiGluMlp::ForwardUp(const float* u, const StepContext& ctx) {
+  gate_up_.Forward(gate_up_act_, 2 * I_, u, H_, ctx.N, *ctx.linear);
+  kernels::swiglu_forward(m_, gate_up_act_, static_cast<int>(ctx.N), static_cast<int>(I_));
+}
+
+void SwiGluMlp::ForwardDown(float* out, const StepContext& ctx) { down_.Forward(out, H_, m_, I_, ctx.N, *ctx.linear); }
+
 void SwiGluMlp::BackwardInput(float* du, const float* dout, const StepContext& ctx) {
-  dout_ = dout;
   down_.BackwardInput(dm_, dout, H_, ctx.N, *ctx.linear, /*accumulate=*/false);
   std::memset(dgate_up_, 0, sizeof(float) * ctx.N * 2 * I_);
   kernels::swiglu_backward(dgate_up_, dm_, gate_up_act_, static_cast<int>(ctx.N), static_cast<int>(I_));
   gate_up_.BackwardInput(du, dgate_up_, 2 * I_, ctx.N, *ctx.linear);
 }
 
-void SwiGluMlp::BackwardWeight(const StepContext& ctx) {
-  down_.BackwardWeight(dout_, H_, m_, I_, ctx.N, *ctx.linear);
-  gate_up_.BackwardWeight(dgate_up_, 2 * I_, u_, H_, ctx.N, *ctx.linear);
+void SwiGluMlp::BackwardWeight(const float* u, const float* dout, const StepContext& ctx) {
+  down_.BackwardWeight(dout, H_, m_, I_, ctx.N, *ctx.linear);
+  gate_up_.BackwardWeight(dgate_up_, 2 * I_, u, H_, ctx.N, *ctx.linear);
 }
 
 }  // namespace shoal::model

@@ -18,19 +18,21 @@ class SwiGluMlp {
 
   void Declare(LayerPlans& plans);
   void PrepareWeights();
-  // out[N,H] = MLP(u[N,H]); u must stay valid until BackwardWeight.
+  // out[N,H] = MLP(u[N,H]).
   void Forward(float* out, const float* u, const StepContext& ctx);
-  // du[N,H] += dMLP/du · dout; dout[N,H] must stay valid until BackwardWeight.
+  // The same in two halves (so that each can overlap an exchange): SiLU(gate(u)) ⊙ up(u), then the down-projection.
+  void ForwardUp(const float* u, const StepContext& ctx);
+  void ForwardDown(float* out, const StepContext& ctx);
+  // du[N,H] += dMLP/du · dout.
   void BackwardInput(float* du, const float* dout, const StepContext& ctx);
-  void BackwardWeight(const StepContext& ctx);
+  // dW += ... from the forward's input u and the output gradient dout of BackwardInput.
+  void BackwardWeight(const float* u, const float* dout, const StepContext& ctx);
 
  private:
   std::string prefix_, tag_;
   int64_t H_, I_;
   GemmMode mode_;
   Linear gate_up_, down_;
-  const float* u_ = nullptr;
-  const float* dout_ = nullptr;
   float *gate_up_act_, *m_;  // saved [N,2I], [N,I]
   float* dgate_up_;          // dgrad [N,2I]
   float* dm_;                // scratch [N,I]

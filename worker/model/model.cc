@@ -66,6 +66,12 @@ Result<ModelOptions> ResolveModelOptions(const ModelConfig& c, const ModelOption
     return bad("max_batch and max_seq must be positive (got " + std::to_string(o.max_batch) + ", " +
                std::to_string(o.max_seq) + ")");
   }
+  if (o.activation_slots < 1 || o.activation_slots > 1024) {
+    return bad("activation_slots must be in [1, 1024] (got " + std::to_string(o.activation_slots) + ")");
+  }
+  if (!(o.ep_capacity_factor >= 0)) {
+    return bad("ep_capacity_factor must be >= 0 (0 = the worst case), got " + std::to_string(o.ep_capacity_factor));
+  }
   if (o.max_batch * o.max_seq * c.num_experts_per_tok > INT32_MAX) {
     return bad("max_batch·max_seq·num_experts_per_tok exceeds the int32 row indices of the MoE kernels");
   }
@@ -114,14 +120,18 @@ Model::Model(const ModelConfig& config, const ModelOptions& options)
   const int64_t L = config_.num_hidden_layers;
   for (int64_t l = options_.layer_begin; l < std::min(options_.layer_end, L); ++l) {
     m.blocks.push_back(std::make_unique<DecoderBlock>(config_, l, options_.expert_begin, options_.expert_end, mode,
-                                                      options_.balance_alpha));
+                                                      options_.balance_alpha, options_.ep_capacity_factor));
   }
   if (options_.layer_end > L) {
     m.mtp = std::make_unique<MtpModule>();
     m.mtp->layer = L;
     m.mtp->block = std::make_unique<DecoderBlock>(config_, L, options_.expert_begin, options_.expert_end, mode,
-                                                  options_.balance_alpha);
+                                                  options_.balance_alpha, options_.ep_capacity_factor);
   }
+  auto layout = EpLayoutOf(config_.n_routed_experts, options_.expert_begin, options_.expert_end);
+  m.ep_ranges_ok = layout.ok();
+  if (layout.ok()) m.ep_layout = *layout;
+  m.parked.resize(static_cast<size_t>(options_.activation_slots));
 }
 
 Model::~Model() = default;
@@ -293,8 +303,12 @@ Result<MemoryPlan> PlanMemory(const ModelConfig& config, const ModelOptions& opt
   plan.grad_bytes = kernels::ComputeArenaLayout(GradArenaSpecs(m.storages), a).total_bytes;
   plan.optimizer_bytes = 4 * plan.trainable;
   plan.weight_cache_bytes = m.cache_layout.total_bytes;
-  plan.activation_bytes_per_microbatch =
-      m.saved_layout.total_bytes + kernels::AlignUp(m.dgrad_bytes, a) + kernels::AlignUp(m.scratch_bytes, a) + m.linear_layout.total_bytes;
+  const int64_t saved = m.saved_layout.total_bytes, dgrad = kernels::AlignUp(m.dgrad_bytes, a),
+                shared = kernels::AlignUp(m.scratch_bytes, a) + m.linear_layout.total_bytes;
+  plan.activation_bytes_per_microbatch = saved + dgrad + shared;
+  plan.activation_slot_bytes = saved + (resolved.defer_weight_grads ? dgrad : 0);
+  plan.activation_bytes = shared + (resolved.defer_weight_grads ? 0 : dgrad) +
+                          resolved.activation_slots * plan.activation_slot_bytes;
   return plan;
 }
 
@@ -308,22 +322,34 @@ Result<std::unique_ptr<Model>> Model::Create(const ModelConfig& config, const Mo
   ASSIGN_OR_RETURN(m.params, kernels::Arena::Create(ParamArenaSpecs(m.storages), alloc));
   ASSIGN_OR_RETURN(m.grads, kernels::Arena::Create(GradArenaSpecs(m.storages), alloc));
   ASSIGN_OR_RETURN(m.cache, kernels::Arena::Create(m.cache_specs, alloc));
+  // Activations: scratch and the Linear workspace once, the saved region (and with deferred weight gradients the
+  // dgrad region) once per slot.
   using kernels::DType;
+  const int64_t slots = resolved.activation_slots;
+  const int64_t dgrad_copies = resolved.defer_weight_grads ? slots : 1;
   std::vector<TensorSpec> act_specs = {
-      {"saved", DType::kF8E4M3, Shape{m.saved_layout.total_bytes}},
-      {"dgrad", DType::kF8E4M3, Shape{m.dgrad_bytes}},
       {"scratch", DType::kF8E4M3, Shape{m.scratch_bytes}},
       {"linear", DType::kF8E4M3, Shape{m.linear_layout.total_bytes}},
   };
+  for (int64_t i = 0; i < slots; ++i) {
+    act_specs.push_back({"saved." + std::to_string(i), DType::kF8E4M3, Shape{m.saved_layout.total_bytes}});
+  }
+  for (int64_t i = 0; i < dgrad_copies; ++i) {
+    act_specs.push_back({"dgrad." + std::to_string(i), DType::kF8E4M3, Shape{m.dgrad_bytes}});
+  }
   ASSIGN_OR_RETURN(m.acts, kernels::Arena::Create(act_specs, alloc));
   RETURN_IF_ERROR(m.params->Zero());
   RETURN_IF_ERROR(m.grads->Zero());
   RETURN_IF_ERROR(m.cache->Zero());
   RETURN_IF_ERROR(m.acts->Zero());
-  m.saved_base = static_cast<std::byte*>(m.acts->view(0).data);
-  m.dgrad_base = static_cast<std::byte*>(m.acts->view(1).data);
-  m.scratch_base = static_cast<std::byte*>(m.acts->view(2).data);
-  m.linear_base = static_cast<std::byte*>(m.acts->view(3).data);
+  m.scratch_base = static_cast<std::byte*>(m.acts->view(0).data);
+  m.linear_base = static_cast<std::byte*>(m.acts->view(1).data);
+  for (int64_t i = 0; i < slots; ++i) m.saved_bases.push_back(static_cast<std::byte*>(m.acts->view(2 + i).data));
+  for (int64_t i = 0; i < slots; ++i) {
+    m.dgrad_bases.push_back(static_cast<std::byte*>(m.acts->view(2 + slots + (dgrad_copies > 1 ? i : 0)).data));
+  }
+  m.saved_base = m.saved_bases[0];
+  m.dgrad_base = m.dgrad_bases[0];
   model->Declare(/*binding=*/true);
 
   for (const ParamStorage& s : m.storages) {
@@ -431,6 +457,52 @@ std::vector<RoutingView> Model::LastRouting() const {
   }
   if (impl_->mtp && impl_->ran_mtp) add(*impl_->mtp->block);
   return out;
+}
+
+void Model::SetActivationSlot(int slot) {
+  Impl& m = *impl_;
+  CHECK(slot >= 0 && slot < options_.activation_slots)
+      << "SetActivationSlot(" << slot << "): the model has " << options_.activation_slots << " activation slots";
+  if (slot == m.slot) return;
+  m.parked[m.slot] = {m.ctx, m.have_forward, m.ran_mtp};
+  m.slot = slot;
+  m.saved_base = m.saved_bases[slot];
+  m.dgrad_base = m.dgrad_bases[slot];
+  Declare(/*binding=*/true);  // every layer's views now point into this slot's regions
+  const Impl::SlotState& st = m.parked[slot];
+  m.ctx = st.ctx;
+  m.have_forward = st.have_forward;
+  m.ran_mtp = st.ran_mtp;
+}
+
+int Model::activation_slot() const { return impl_->slot; }
+
+Status Model::SetExpertExchange(ExpertExchange* exchange) {
+  Impl& m = *impl_;
+  if (exchange != nullptr) {
+    ASSIGN_OR_RETURN(EpLayout layout,
+                     EpLayoutOf(config_.n_routed_experts, options_.expert_begin, options_.expert_end));
+    if (exchange->size() != layout.size || exchange->rank() != layout.rank) {
+      return InvalidArgumentError("SetExpertExchange: the exchange is EP rank " + std::to_string(exchange->rank()) +
+                                  " of " + std::to_string(exchange->size()) + ", but experts [" +
+                                  std::to_string(options_.expert_begin) + ", " + std::to_string(options_.expert_end) +
+                                  ") of " + std::to_string(config_.n_routed_experts) + " are EP rank " +
+                                  std::to_string(layout.rank) + " of " + std::to_string(layout.size));
+    }
+  }
+  m.exchange = exchange;
+  for (auto& b : m.blocks) {
+    if (b->moe()) b->moe()->SetExchange(exchange);
+  }
+  if (m.mtp) m.mtp->block->moe()->SetExchange(exchange);
+  return Status::OK();
+}
+
+EpLayout Model::ep_layout() const {
+  const Impl& m = *impl_;
+  if (m.ep_ranges_ok) return m.ep_layout;
+  const int64_t n = options_.expert_end - options_.expert_begin;
+  return EpLayout{(config_.n_routed_experts + n - 1) / n, options_.expert_begin / n, n};
 }
 
 size_t Model::ActivationBytes() const { return static_cast<size_t>(impl_->acts->bytes()); }

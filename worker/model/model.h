@@ -4,15 +4,17 @@
 // the kernels in kernels/cpu; tensors keep their Hugging Face names end to end.
 //
 // Memory (STYLE.md §6): parameters (fp32 master), gradients, the bf16/fp8 weight caches and the activations of
-// one micro-batch of [max_batch, max_seq] tokens are each one allocation made in Create, laid out by the pure
-// planning pass PlanMemory also uses (worker/model/buffer_plan.h). Nothing is allocated on the step path.
+// activation_slots micro-batches of [max_batch, max_seq] tokens are each one allocation made in Create, laid out
+// by the pure planning pass PlanMemory also uses (worker/model/buffer_plan.h). Nothing is allocated on the step
+// path.
 //
 // A Model can hold a pipeline stage: a range of layers (HF indices, MTP layers are L..L+D-1), with or without
 // the embedding and the head, and a range of routed experts. A stage that holds MTP layers must hold the head
 // (the MTP module needs model.norm's output and the head, spec/stage_layout.h); when it does not also hold the
 // embedding, the MTP layer keeps its own copy model.layers.{L}.embed_tokens.weight (trainable; the trainer
 // all-reduces its gradient with the first stage's model.embed_tokens.weight). A single-process model holds
-// everything and trains with ForwardBackward; stages run ForwardStage / BackwardStage.
+// everything and trains with ForwardBackward; stages run ForwardStage / BackwardStage. A model holding a proper
+// part of the routed experts is one EP rank and exchanges MoE rows with its EP group (expert_parallel.h).
 #pragma once
 
 #include <cstdint>
@@ -26,6 +28,7 @@
 #include "kernels/dtype.h"
 #include "spec/job_spec.h"
 #include "spec/model_config.h"
+#include "worker/model/expert_parallel.h"
 
 namespace shoal::model {
 
@@ -48,6 +51,15 @@ struct ModelOptions {
   // Keep every layer's Linear output gradients until BackwardWeightStage (zero-bubble schedules); costs one more
   // set of per-layer buffers. Off: each layer's weight gradients are computed right after its input gradient.
   bool defer_weight_grads = false;
+  // Micro-batches that can be in flight on this model at once, between their ForwardStage and their
+  // BackwardStage / BackwardWeightStage (pipeline schedules: 1F1B keeps up to PP in flight on the first stage).
+  // Each slot has its own activation arena (saved activations, and with defer_weight_grads the Linear output
+  // gradients); parameters, gradients, weight caches and scratch are shared. SetActivationSlot picks one.
+  int64_t activation_slots = 1;
+  // Expert parallelism (EP > 1): the receive capacity of a MoE layer's experts, in multiples of this rank's
+  // N·K rows; 0 = the worst case EP·N·min(K, E/EP) rows (no dispatch can exceed it). A dispatch beyond a smaller
+  // capacity fails with ResourceExhausted (no token is ever dropped).
+  double ep_capacity_factor = 0;
 };
 
 // One micro-batch, int32 row-major [B, T] (worker/data/batch.h's Batch::Slice gives these).
@@ -101,9 +113,14 @@ struct MemoryPlan {
   int64_t grad_bytes = 0;
   int64_t optimizer_bytes = 0;  // AdamW moments in bf16 (2 × 2 bytes per trainable element, §5.5)
   int64_t weight_cache_bytes = 0;  // bf16/fp8 copies of the Linear weights
+  // One micro-batch's activations (a slot plus the shared scratch): what a schedule multiplies by the micro-batches
+  // it keeps in flight when it sizes a worker.
   int64_t activation_bytes_per_microbatch = 0;
+  // What Create allocates for activations: shared scratch + activation_slots × the per-slot regions.
+  int64_t activation_bytes = 0;
+  int64_t activation_slot_bytes = 0;  // one slot's regions
   int64_t total_bytes() const {
-    return param_bytes + grad_bytes + optimizer_bytes + weight_cache_bytes + activation_bytes_per_microbatch;
+    return param_bytes + grad_bytes + optimizer_bytes + weight_cache_bytes + activation_bytes;
   }
 };
 Result<MemoryPlan> PlanMemory(const ModelConfig& config, const ModelOptions& options);
@@ -153,8 +170,24 @@ class Model {
   // dhidden_out [B,T,H] (null iff has_head), dhidden_in [B,T,H] receives dL/dhidden_in (null iff has_embedding).
   Result<StepLosses> BackwardStage(const MicroBatch& batch, const LossScales& scales, const float* dhidden_out,
                                    float* dhidden_in);
-  // With defer_weight_grads: the Linear/router weight gradients of the last BackwardStage.
+  // With defer_weight_grads: the Linear/router weight gradients of the last BackwardStage (of the current slot).
   void BackwardWeightStage();
+
+  // Activation slots (ModelOptions::activation_slots): the forward, backward and weight-gradient calls that
+  // follow use slot `slot`'s activations, so up to activation_slots micro-batches can be in flight, e.g.
+  //   SetActivationSlot(0); ForwardStage(mb0);  SetActivationSlot(1); ForwardStage(mb1);
+  //   BackwardStage(mb1) ... SetActivationSlot(0); BackwardStage(mb0); BackwardWeightStage();
+  // The batch arrays of a micro-batch must stay valid until its backward. Cheap (rebinds the layers' buffer
+  // views), a no-op for the current slot; CHECK-fails outside [0, activation_slots).
+  void SetActivationSlot(int slot);
+  int activation_slot() const;
+
+  // Expert parallelism (expert_parallel.h): a model whose expert range is a proper part of the routed experts
+  // (EP > 1) runs its MoE layers through the exchange of its EP group, which must be set before the first forward
+  // and outlive its use (not owned; null detaches). InvalidArgument unless the exchange's size and rank match the
+  // expert range (EpLayoutOf). Forwards of such a model without an exchange are a FailedPrecondition.
+  Status SetExpertExchange(ExpertExchange* exchange);
+  EpLayout ep_layout() const;  // size 1 for a model holding every expert
 
   // Aux-loss-free balancing (§3.3), per held MoE layer (main and MTP), in layer order.
   void ZeroLoads();
@@ -176,11 +209,12 @@ class Model {
   void Declare(bool binding);
   Status CheckBatch(const MicroBatch& batch, bool needs_targets) const;
   void SetUpStep(const MicroBatch& batch, bool training, float balance_scale);
-  void RunForward(const MicroBatch& batch, const float* hidden_in, float* hidden_out);
+  Status CheckExchange() const;
+  Status RunForward(const MicroBatch& batch, const float* hidden_in, float* hidden_out);
   double HeadLoss(const float* z, const int32_t* targets, const float* weights, float* dz, float scale,
                   float* logits_out);
-  StepLosses RunBackward(const MicroBatch& batch, const LossScales& scales, const float* dhidden_out,
-                         float* dhidden_in, bool weights_now);
+  Result<StepLosses> RunBackward(const MicroBatch& batch, const LossScales& scales, const float* dhidden_out,
+                                 float* dhidden_in, bool weights_now);
   ModelConfig config_;
   ModelOptions options_;
   std::unique_ptr<Impl> impl_;

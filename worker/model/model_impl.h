@@ -58,9 +58,11 @@ struct Model::Impl {
   int64_t scratch_bytes = 0, dgrad_bytes = 0;
   LinearNeeds linear_needs;
 
-  // Memory.
+  // Memory. The saved region (and with deferred weight gradients the dgrad region) exists once per activation
+  // slot; saved_base/dgrad_base point at the current slot's, which the layers' views are bound to.
   std::unique_ptr<kernels::Arena> params, grads, cache, acts;
   std::byte *saved_base = nullptr, *dgrad_base = nullptr, *scratch_base = nullptr, *linear_base = nullptr;
+  std::vector<std::byte*> saved_bases, dgrad_bases;  // per slot
 
   // Model-level buffers.
   std::vector<float*> hs;  // [num blocks + 1] hidden states [N, H]
@@ -76,9 +78,22 @@ struct Model::Impl {
 
   // After a planning pass: keeps its specs and layouts for the allocation and the binding pass.
   void RecordPlan(const ModelRegions& r, bool defer_weight_grads);
+  // The current slot's step state; the other slots' wait in `parked`.
+  struct SlotState {
+    StepContext ctx;
+    bool have_forward = false;
+    bool ran_mtp = false;
+  };
   StepContext ctx;
   bool have_forward = false;  // a forward's activations are in place
   bool ran_mtp = false;       // ... including the MTP module's
+  int slot = 0;
+  std::vector<SlotState> parked;  // [activation_slots]
+
+  // Expert parallelism.
+  EpLayout ep_layout;          // of the expert range
+  bool ep_ranges_ok = false;   // the range is one of equal contiguous ranges
+  ExpertExchange* exchange = nullptr;
 };
 
 // RoPE cos/sin table [positions, d_R/2, 2] of a config (§2.3-2.4: YaRN frequencies and attention factor).

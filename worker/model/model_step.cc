@@ -139,8 +139,21 @@ void Model::SetUpStep(const MicroBatch& b, bool training, float balance_scale) {
   ctx.balance_grad_scale = balance_scale;
 }
 
-void Model::RunForward(const MicroBatch& b, const float* hidden_in, float* hidden_out) {
+Status Model::CheckExchange() const {
+  const Impl& m = *impl_;
+  if (options_.expert_end - options_.expert_begin < config_.n_routed_experts && m.exchange == nullptr) {
+    return FailedPreconditionError("model holds routed experts [" + std::to_string(options_.expert_begin) + ", " +
+                                   std::to_string(options_.expert_end) + ") of " +
+                                   std::to_string(config_.n_routed_experts) +
+                                   ": an expert-parallel model needs its EP group's exchange (SetExpertExchange) "
+                                   "before it runs");
+  }
+  return Status::OK();
+}
+
+Status Model::RunForward(const MicroBatch& b, const float* hidden_in, float* hidden_out) {
   Impl& m = *impl_;
+  m.have_forward = false;
   const StepContext& ctx = m.ctx;
   const int64_t N = ctx.N, H = config_.hidden_size, V = config_.vocab_size;
   const int n = static_cast<int>(N), h = static_cast<int>(H), v = static_cast<int>(V);
@@ -158,12 +171,12 @@ void Model::RunForward(const MicroBatch& b, const float* hidden_in, float* hidde
   } else {
     std::memcpy(m.hs[0], hidden_in, sizeof(float) * N * H);
   }
-  for (size_t i = 0; i < m.blocks.size(); ++i) m.blocks[i]->Forward(m.hs[i + 1], m.hs[i], ctx);
+  for (size_t i = 0; i < m.blocks.size(); ++i) RETURN_IF_ERROR(m.blocks[i]->Forward(m.hs[i + 1], m.hs[i], ctx));
   const float* last = m.hs[m.blocks.size()];
   if (!options_.has_head) {
     std::memcpy(hidden_out, last, sizeof(float) * N * H);
     m.have_forward = true;
-    return;
+    return Status::OK();
   }
   kernels::rmsnorm_forward(m.h0n, m.rstd_final, last, m.final_norm.w, n, h, eps);
   m.ran_mtp = m.mtp != nullptr && b.mtp_inputs != nullptr;
@@ -177,10 +190,11 @@ void Model::RunForward(const MicroBatch& b, const float* hidden_in, float* hidde
     kernels::rmsnorm_forward(t.norm_out, t.rstd_h, m.h0n, t.hnorm.w, n, h, eps);
     CopyColumns(t.cat + H, t.norm_out, N, H, 2 * H, H);
     t.eh_proj.Forward(t.h_in, H, t.cat, 2 * H, N, m.linear);
-    t.block->Forward(t.h_out, t.h_in, ctx);
+    RETURN_IF_ERROR(t.block->Forward(t.h_out, t.h_in, ctx));
     kernels::rmsnorm_forward(t.z, t.rstd_sh, t.h_out, t.shared_norm.w, n, h, eps);
   }
   m.have_forward = true;
+  return Status::OK();
 }
 
 double Model::HeadLoss(const float* z, const int32_t* targets, const float* weights, float* dz, float scale,
@@ -208,11 +222,12 @@ double Model::HeadLoss(const float* z, const int32_t* targets, const float* weig
                                         h, v, m.ce_chunk);
 }
 
-StepLosses Model::RunBackward(const MicroBatch& b, const LossScales& scales, const float* dhidden_out,
-                              float* dhidden_in, bool weights_now) {
+Result<StepLosses> Model::RunBackward(const MicroBatch& b, const LossScales& scales, const float* dhidden_out,
+                                      float* dhidden_in, bool weights_now) {
   Impl& m = *impl_;
   StepContext& ctx = m.ctx;
   ctx.balance_grad_scale = scales.balance;
+  ctx.weight_grads_now = weights_now;
   const int64_t N = ctx.N, H = config_.hidden_size, V = config_.vocab_size;
   const int n = static_cast<int>(N), h = static_cast<int>(H), v = static_cast<int>(V);
   StepLosses losses;
@@ -229,7 +244,7 @@ StepLosses Model::RunBackward(const MicroBatch& b, const LossScales& scales, con
       }
       std::memset(t.g, 0, sizeof(float) * N * H);
       kernels::rmsnorm_backward(t.g, t.shared_norm.g, m.rms_scratch, t.dz, t.rstd_sh, t.h_out, t.shared_norm.w, n, h);
-      t.block->BackwardInput(t.g, ctx);
+      RETURN_IF_ERROR(t.block->BackwardInput(t.g, t.h_in, ctx));
       if (weights_now) t.block->BackwardWeight(ctx);
       t.eh_proj.BackwardInput(t.dcat, t.g, H, N, m.linear, /*accumulate=*/false);
       if (weights_now) t.eh_proj.BackwardWeight(t.g, H, t.cat, 2 * H, N, m.linear);
@@ -254,7 +269,7 @@ StepLosses Model::RunBackward(const MicroBatch& b, const LossScales& scales, con
     std::memcpy(g, dhidden_out, sizeof(float) * N * H);
   }
   for (size_t i = m.blocks.size(); i-- > 0;) {
-    m.blocks[i]->BackwardInput(g, ctx);
+    RETURN_IF_ERROR(m.blocks[i]->BackwardInput(g, m.hs[i], ctx));
     if (weights_now) m.blocks[i]->BackwardWeight(ctx);
   }
   if (options_.has_embedding) {
@@ -272,8 +287,9 @@ Result<StepLosses> Model::ForwardBackward(const MicroBatch& batch, const LossSca
                                    "ForwardStage / BackwardStage");
   }
   RETURN_IF_ERROR(CheckBatch(batch, /*needs_targets=*/true));
+  RETURN_IF_ERROR(CheckExchange());
   SetUpStep(batch, /*training=*/true, scales.balance);
-  RunForward(batch, nullptr, nullptr);
+  RETURN_IF_ERROR(RunForward(batch, nullptr, nullptr));
   return RunBackward(batch, scales, nullptr, nullptr, /*weights_now=*/true);
 }
 
@@ -282,8 +298,9 @@ Result<StepLosses> Model::Forward(const MicroBatch& batch, float* logits_out, fl
     return FailedPreconditionError("Forward needs the embedding and the head; a pipeline stage runs ForwardStage");
   }
   RETURN_IF_ERROR(CheckBatch(batch, /*needs_targets=*/false));
+  RETURN_IF_ERROR(CheckExchange());
   SetUpStep(batch, /*training=*/false, 0.f);
-  RunForward(batch, nullptr, nullptr);
+  RETURN_IF_ERROR(RunForward(batch, nullptr, nullptr));
   Impl& m = *impl_;
   if (mtp_logits_out != nullptr && !m.ran_mtp) {
     return InvalidArgumentError("Forward: MTP logits need a model with MTP layers and mtp_inputs");
@@ -308,9 +325,9 @@ Status Model::ForwardStage(const MicroBatch& batch, const float* hidden_in, floa
   if (impl_->mtp && batch.mtp_inputs == nullptr) {
     return InvalidArgumentError("ForwardStage: mtp_inputs are missing (the stage holds the MTP layers)");
   }
+  RETURN_IF_ERROR(CheckExchange());
   SetUpStep(batch, training, 0.f);
-  RunForward(batch, hidden_in, hidden_out);
-  return Status::OK();
+  return RunForward(batch, hidden_in, hidden_out);
 }
 
 Result<StepLosses> Model::BackwardStage(const MicroBatch& batch, const LossScales& scales, const float* dhidden_out,

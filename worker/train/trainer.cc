@@ -25,9 +25,27 @@ using Clock = std::chrono::steady_clock;
 
 bool IsBuiltinArith(const DataSpec& d) { return d.is_builtin() && d.builtin.rfind("arith", 0) == 0; }
 
+}  // namespace
+
 std::string ShardName(uint32_t pp, uint32_t dp) { return "pp" + std::to_string(pp) + "-dp" + std::to_string(dp); }
 
-}  // namespace
+bool IsCheckpointStep(const PhaseSpec& phase, int64_t step) {
+  return step == phase.steps || (phase.checkpoint.every > 0 && step % phase.checkpoint.every == 0);
+}
+
+double ExpertImbalance(const std::vector<std::pair<int64_t, std::vector<int32_t>>>& loads) {
+  double imbalance = 0;
+  for (const auto& [layer, l] : loads) {
+    double sum = 0, mx = 0;
+    for (int32_t x : l) {
+      sum += x;
+      mx = std::max<double>(mx, x);
+    }
+    if (sum > 0) imbalance += mx / (sum / static_cast<double>(l.size()));
+  }
+  if (!loads.empty()) imbalance /= static_cast<double>(loads.size());
+  return imbalance;
+}
 
 double TrainingFlopsPerToken(const ModelConfig& c, int64_t seq_len) {
   auto counts = CountParams(c);
@@ -52,6 +70,7 @@ struct Trainer::State {
   std::unique_ptr<checkpoint::AsyncCheckpointWriter> writer;  // per phase root
   std::string writer_root;
   double flops_per_token = 0;
+  bool init_chat = false;  // model.init_from holds a model fine-tuned with the chat template
 
   Status RunPhase(size_t phase_index, const std::optional<RestorePoint>& restore, const std::atomic<bool>& stop);
   Status RunGrpoPhase(size_t phase_index, const std::optional<RestorePoint>& restore, const std::atomic<bool>& stop);
@@ -93,13 +112,17 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(TrainerConfig config, TrainerEv
   options.mtp_lambda = static_cast<float>(spec.train.mtp_lambda);
   ASSIGN_OR_RETURN(s->model, model::Model::Create(mc, options));
   s->model->InitRandom(spec.train.seed, static_cast<float>(spec.train.init_std));
-  if (!spec.model.init_from.empty() && !s->config.restore) {
-    ASSIGN_OR_RETURN(auto init, checkpoint::LoadModelDir(spec.model.init_from));
-    Status loaded = s->model->Load([&](const std::string& name, const std::vector<int64_t>& shape) {
-      return checkpoint::FindF32(init.tensors, name, shape);
-    });
-    if (!loaded.ok()) return loaded.WithContext("model.init_from " + spec.model.init_from);
-    spdlog::info("initialised the model from {} ({})", spec.model.init_from, init.kind);
+  if (!spec.model.init_from.empty()) {
+    ASSIGN_OR_RETURN(auto init, s->config.restore ? checkpoint::InspectModelDir(spec.model.init_from)
+                                                   : checkpoint::LoadModelDir(spec.model.init_from));
+    s->init_chat = init.chat;
+    if (!s->config.restore) {  // a restore point supersedes the initial weights
+      Status loaded = s->model->Load([&](const std::string& name, const std::vector<int64_t>& shape) {
+        return checkpoint::FindF32(init.tensors, name, shape);
+      });
+      if (!loaded.ok()) return loaded.WithContext("model.init_from " + spec.model.init_from);
+      spdlog::info("initialised the model from {} ({})", spec.model.init_from, init.kind);
+    }
   }
   s->flops_per_token = TrainingFlopsPerToken(mc, spec.train.seq_len);
   if (!s->config.checkpoint_root.empty()) {
@@ -320,17 +343,7 @@ Status Trainer::State::RunPhase(size_t phase_index, const std::optional<RestoreP
     double lr = LearningRate(schedule, step);
     optimizer.Step(lr);
     // Expert loads of the whole step decide the bias update (aux-loss-free balancing).
-    double imbalance = 0;
-    auto loads = model->Loads();
-    for (const auto& [layer, l] : loads) {
-      double sum = 0, mx = 0;
-      for (int32_t x : l) {
-        sum += x;
-        mx = std::max<double>(mx, x);
-      }
-      if (sum > 0) imbalance += mx / (sum / static_cast<double>(l.size()));
-    }
-    if (!loads.empty()) imbalance /= static_cast<double>(loads.size());
+    double imbalance = ExpertImbalance(model->Loads());
     model->UpdateBias(gamma);
     ASSIGN_OR_RETURN(cursor, source->Advance(cursor, global));
 
@@ -351,7 +364,7 @@ Status Trainer::State::RunPhase(size_t phase_index, const std::optional<RestoreP
     metrics.expert_imbalance = imbalance;
     metrics.seconds = seconds;
     bool phase_done = step == phase.steps;
-    bool checkpoint_now = phase_done || (phase.checkpoint.every > 0 && step % phase.checkpoint.every == 0);
+    bool checkpoint_now = IsCheckpointStep(phase, step);
     if (checkpoint_now) metrics.eval_loss = Evaluate(phase, config.eval_batches);
     events->OnStep(metrics);
     if (checkpoint_now) RETURN_IF_ERROR(SubmitCheckpoint(phase_index, step, cursor.ToJson(), phase_done, optimizer));
@@ -361,7 +374,9 @@ Status Trainer::State::RunPhase(size_t phase_index, const std::optional<RestoreP
 
 Status Trainer::State::RunGrpoPhase(size_t phase_index, const std::optional<RestorePoint>& restore,
                                     const std::atomic<bool>& stop) {
-  GrpoContext ctx{config, *model, *tokenizer, events};
+  bool chat = init_chat;
+  for (size_t p = 0; p < phase_index; ++p) chat = chat || config.spec.phases[p].kind == PhaseKind::kSft;
+  GrpoContext ctx{config, *model, *tokenizer, events, chat};
   AdamW optimizer(TrainableTensors(), AdamWParams{config.spec.train.beta1, config.spec.train.beta2,
                                                   config.spec.train.eps, config.spec.train.weight_decay});
   std::optional<std::string> cursor_json;

@@ -13,6 +13,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/status.h"
 #include "spec/job_spec.h"
@@ -41,6 +43,12 @@ struct StepMetrics {
   double seconds = 0;
   double reward = NAN;       // GRPO: mean reward of the step's rollouts
   double kl = NAN;           // GRPO: mean k3 KL to the reference over the sampled tokens
+  // Multi-worker layouts (worker/dist): where this rank's step time went. compute: inside model and optimizer
+  // compute; comm: blocked in data-parallel collectives and exchanges; idle: blocked in pipeline receives and on
+  // the last sends of the step (the bubble). NaN on the single-worker path.
+  double compute_s = NAN;
+  double comm_s = NAN;
+  double idle_s = NAN;
 };
 
 struct CheckpointWritten {
@@ -98,6 +106,13 @@ class Trainer {
   explicit Trainer(std::unique_ptr<State> state);
   std::unique_ptr<State> s_;
 };
+
+// The name of a rank's checkpoint shard: "pp<P>-dp<D>" (one per worker, single-worker layouts included).
+std::string ShardName(uint32_t pp_rank, uint32_t dp_rank);
+// Whether a phase writes a checkpoint after `step` (its `every` cadence, and always its last step).
+bool IsCheckpointStep(const PhaseSpec& phase, int64_t step);
+// Mean over MoE layers of max(load)/mean(load) (1 = perfectly balanced; 0 without MoE layers).
+double ExpertImbalance(const std::vector<std::pair<int64_t, std::vector<int32_t>>>& loads);
 
 // Model FLOPs of one training token (forward + backward): 6 × the parameters a token activates (main model
 // without the embedding lookup, incl. the head; the MTP module) plus the attention score/value products.
