@@ -408,12 +408,13 @@ void JobManager::HandleJobStatus(protocol::ConnectionPtr conn, protocol::Message
     if (events.ok()) {
       for (auto& [_, e] : *events) mine.push_back(std::move(e));
     }
-    // The loss curve from data rank 0's reports, at most 64 points per phase.
+    // The loss curve from rank (0, 0)'s reports (every rank reports the loss of the whole batch), at most 64
+    // points per phase.
     std::vector<std::vector<std::pair<uint64_t, double>>> by_phase(job->info.phases.size());
     auto rows = metrics_table_.Scan(job->info.job_id + "/");
     if (rows.ok()) {
       for (const auto& [_, r] : *rows) {
-        if (r.phase_index < by_phase.size() && r.dp_rank == 0) by_phase[r.phase_index].emplace_back(r.step, r.loss);
+        if (r.phase_index < by_phase.size() && r.pp_rank == 0 && r.dp_rank == 0) by_phase[r.phase_index].emplace_back(r.step, r.loss);
       }
     }
     std::vector<std::tuple<uint32_t, uint64_t, double>> curve;

@@ -3,8 +3,11 @@
 #include <capnp/message.h>
 #include <spdlog/spdlog.h>
 
+#include <optional>
+
 #include "common/clock.h"
 #include "spec/job_spec.h"
+#include "worker/dist/dist_trainer.h"
 #include "worker/train/trainer.h"
 
 namespace shoal::worker {
@@ -39,6 +42,11 @@ struct TrainingJobRunner::Run : public train::TrainerEvents {
         {"mtp_loss", m.mtp_loss},       {"balance_loss", m.balance_loss}, {"grad_norm", m.grad_norm},
         {"lr", m.lr},                   {"tokens_per_s", m.tokens_per_s}, {"gflops", m.gflops},
         {"expert_imbalance", m.expert_imbalance}, {"step_seconds", m.seconds}};
+    // Where the step's time went (multi-worker layouts): compute, waiting on collectives and exchanges, and
+    // pipeline bubble (blocked on a neighbour's activation or gradient).
+    if (!std::isnan(m.compute_s)) metrics.emplace_back("compute_s", m.compute_s);
+    if (!std::isnan(m.comm_s)) metrics.emplace_back("comm_s", m.comm_s);
+    if (!std::isnan(m.idle_s)) metrics.emplace_back("bubble_s", m.idle_s);
     if (!std::isnan(m.eval_loss)) metrics.emplace_back("eval_loss", m.eval_loss);
     if (!std::isnan(m.reward)) metrics.emplace_back("reward", m.reward);
     if (!std::isnan(m.kl)) metrics.emplace_back("kl", m.kl);
@@ -143,9 +151,31 @@ void TrainingJobRunner::Start(protocol::MessagePtr assignment) {
     return;
   }
   config.spec = std::move(*spec);
-  run->thread = std::thread([raw, config = std::move(config)]() mutable {
-    auto trainer = train::Trainer::Create(std::move(config), raw);
-    Status s = trainer.ok() ? (*trainer)->Run(raw->stop) : trainer.status();
+  // Multi-worker layouts: every rank's data-plane address, and what the placement says this rank holds.
+  std::optional<dist::DistConfig> dist;
+  if (config.spec.parallel.world_size() > 1) {
+    dist.emplace();
+    const uint32_t dp = config.spec.parallel.data;
+    for (auto peer : a.getPeers()) {
+      dist->peers[static_cast<int>(peer.getPpRank() * dp + peer.getDpRank())] = Str(peer.getDataAddress());
+    }
+    for (auto st : a.getSelf().getStages()) dist->stages.push_back(static_cast<int>(st));
+    if (config.spec.parallel.expert > 1 || a.getSelf().getExpertEnd() > 0) {
+      dist->expert_begin = a.getSelf().getExpertBegin();
+      dist->expert_end = a.getSelf().getExpertEnd();
+    }
+  }
+  comm::Communicator* comm = comm_;
+  run->thread = std::thread([raw, comm, config = std::move(config), dist = std::move(dist)]() mutable {
+    Status s;
+    if (dist) {
+      dist->trainer = std::move(config);
+      auto trainer = dist::DistributedTrainer::Create(std::move(*dist), comm, raw);
+      s = trainer.ok() ? (*trainer)->Run(raw->stop) : trainer.status();
+    } else {
+      auto trainer = train::Trainer::Create(std::move(config), raw);
+      s = trainer.ok() ? (*trainer)->Run(raw->stop) : trainer.status();
+    }
     if (s.ok()) {
       spdlog::info("job {}: every phase finished on this worker", raw->job_id);
     } else if (s.code() == StatusCode::kCancelled) {

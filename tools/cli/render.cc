@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
+#include <optional>
 #include <cstdio>
 #include <sstream>
 #include <vector>
@@ -144,6 +146,38 @@ std::string JobsTable(proto::ListJobsReply::Reader reply) {
   return t.Render();
 }
 
+namespace {
+
+// The latest step report of rank (pp, dp) among the job's recent steps, if any.
+std::optional<proto::StepReport::Reader> LatestStepOf(proto::JobStatusReply::Reader reply, uint32_t pp, uint32_t dp) {
+  std::optional<proto::StepReport::Reader> out;
+  for (auto s : reply.getRecentSteps()) {
+    if (s.getPpRank() == pp && s.getDpRank() == dp) out = s;
+  }
+  return out;
+}
+
+double MetricOf(proto::StepReport::Reader s, const char* name) {
+  for (auto m : s.getMetrics()) {
+    if (Str(m.getName()) == name) return m.getValue();
+  }
+  return NAN;
+}
+
+// Rank progress from its latest step report: where it is and where its last step's time went.
+ordered_json ProgressJson(proto::JobStatusReply::Reader reply, uint32_t pp, uint32_t dp) {
+  auto s = LatestStepOf(reply, pp, dp);
+  if (!s) return nullptr;
+  ordered_json out{{"phase", Str(s->getPhase())}, {"step", s->getStep()}};
+  for (const char* name : {"tokens_per_s", "step_seconds", "compute_s", "comm_s", "bubble_s"}) {
+    double v = MetricOf(*s, name);
+    out[name] = std::isnan(v) ? ordered_json(nullptr) : ordered_json(v);
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string StatusJson(proto::JobStatusReply::Reader reply) {
   auto j = reply.getJob();
   ordered_json phases = ordered_json::array();
@@ -169,7 +203,8 @@ std::string StatusJson(proto::JobStatusReply::Reader reply) {
                                    {"ep_group", r.getEpGroup()},
                                    {"ep_rank", r.getEpRank()},
                                    {"experts", ordered_json::array({r.getExpertBegin(), r.getExpertEnd()})},
-                                   {"acked", r.getAcked()}});
+                                   {"acked", r.getAcked()},
+                                   {"progress", ProgressJson(reply, r.getPpRank(), r.getDpRank())}});
     }
     placement = ordered_json{{"epoch", p.getEpoch()}, {"stages", stages}, {"ranks", ranks}};
   }
@@ -233,6 +268,28 @@ std::string StatusText(proto::JobStatusReply::Reader reply) {
                  Experts(r), r.getAcked() ? "yes" : "no"});
     }
     os << ranks.Render();
+    if (reply.getRecentSteps().size() > 0) {
+      // Each rank's latest step: throughput, and its time split into compute, communication and pipeline bubble.
+      Table progress({"PP", "DP", "WORKER", "PHASE", "STEP", "TOKENS/S", "STEP TIME", "COMPUTE", "COMM", "BUBBLE"});
+      auto pct = [](double part, double whole) -> std::string {
+        if (std::isnan(part) || std::isnan(whole) || whole <= 0) return "-";
+        char b[16];
+        std::snprintf(b, sizeof(b), "%.0f%%", 100.0 * part / whole);
+        return b;
+      };
+      for (auto r : p.getRanks()) {
+        auto s = LatestStepOf(reply, r.getPpRank(), r.getDpRank());
+        if (!s) continue;
+        const double total = MetricOf(*s, "step_seconds");
+        char tps[32], st[32];
+        std::snprintf(tps, sizeof(tps), "%.0f", MetricOf(*s, "tokens_per_s"));
+        std::snprintf(st, sizeof(st), "%.3fs", total);
+        progress.Add({std::to_string(r.getPpRank()), std::to_string(r.getDpRank()), Str(r.getWorkerName()),
+                      Str(s->getPhase()), std::to_string(s->getStep()), tps, st, pct(MetricOf(*s, "compute_s"), total),
+                      pct(MetricOf(*s, "comm_s"), total), pct(MetricOf(*s, "bubble_s"), total)});
+      }
+      os << "\nProgress (latest step of each rank):\n" << progress.Render();
+    }
     Table stages({"STAGE", "LAYERS", "EMBEDDING", "HEAD"});
     for (auto s : p.getStages()) {
       stages.Add({std::to_string(s.getStage()),
