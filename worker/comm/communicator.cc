@@ -165,7 +165,7 @@ uint32_t Communicator::NextP2pSeq(std::map<std::pair<int, uint32_t>, uint32_t>& 
   return counters[{peer, tag}]++;
 }
 
-uint32_t Communicator::NextGroupSeq(const Group& group) { return group_seq_[group.ranks()]++; }
+uint32_t Communicator::NextGroupSeq(const Group& group) { return group_seq_[{group.id(), group.ranks()}]++; }
 
 Status Communicator::CheckGroup(const Group& group, int* my_index) const {
   if (!connected_) return FailedPreconditionError("comm: not connected; call Connect(epoch, rank, peers) first");

@@ -208,7 +208,8 @@ class Communicator {
   bool connected_ = false;
   std::map<std::pair<int, uint32_t>, uint32_t> send_seq_;   // (peer, tag) -> next sequence
   std::map<std::pair<int, uint32_t>, uint32_t> recv_seq_;
-  std::map<std::vector<int>, uint32_t> group_seq_;          // members -> next call number
+  // (group id, members) -> next call number: collectives of groups with other ids may interleave in any order.
+  std::map<std::pair<uint32_t, std::vector<int>>, uint32_t> group_seq_;
 };
 
 }  // namespace shoal::comm

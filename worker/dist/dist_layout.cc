@@ -112,7 +112,7 @@ Result<DistLayout> MakeDistLayout(const JobSpec& spec, int pp_rank, int dp_rank)
 
   // Explicit comm ids; identical member lists share one id (and so one call sequence).
   // Ranges: dp groups 0x100 + pipeline rank, replica groups 0x200 + their first pipeline rank, expert groups
-  // 0x400.., EP groups 0x800.. (pipeline ranks < 256 by the stage limit).
+  // 0x400.., EP groups 0x800.., the EP groups' second lane 0xC00.. (pipeline ranks < 256 by the stage limit).
   std::vector<std::pair<std::vector<int>, uint32_t>> known = {{l.world, kWorldGroupId}};
   auto id_of = [&](const std::vector<int>& members, uint32_t own) -> uint32_t {
     for (const auto& [m, id] : known) {
@@ -125,8 +125,9 @@ Result<DistLayout> MakeDistLayout(const JobSpec& spec, int pp_rank, int dp_rank)
   l.replica_group_id = id_of(l.replica_group, 0x200u + static_cast<uint32_t>(holders.front()));
   l.expert_group_id =
       id_of(l.expert_group, 0x400u + static_cast<uint32_t>((holders.front() * l.ep + l.ep_rank) % 0x400));
-  l.ep_group_id =
-      id_of(l.ep_members, 0x800u + static_cast<uint32_t>((pp_rank * (l.dp / l.ep) + l.ep_group) % 0x800));
+  const uint32_t ep_index = static_cast<uint32_t>((pp_rank * (l.dp / l.ep) + l.ep_group) % 0x400);
+  l.ep_group_id = id_of(l.ep_members, 0x800u + ep_index);
+  l.ep_overlap_group_id = 0xC00u + ep_index;  // never shared: the second lane's own call sequence
 
   // The MTP layer's embedding copy lives on the last stage when that stage lacks the embedding.
   const bool has_copy = spec.model.config.num_nextn_predict_layers > 0 && l.num_stages > 1;

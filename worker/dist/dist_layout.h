@@ -47,6 +47,9 @@ struct DistLayout {
   std::vector<int> ep_members;     // this rank's EP group: (pp_rank, ep_group·EP + k) for k = 0..EP-1
   // comm group ids (world: kWorldGroupId); groups with equal members share one id
   uint32_t dp_group_id = 0, replica_group_id = 0, expert_group_id = 0, ep_group_id = 0;
+  // The EP group's second id: the exchanges of the backward half of an overlapped F&B pair run on it, so that
+  // the two halves' all-to-alls never depend on how the halves interleave (pipeline_executor.h).
+  uint32_t ep_overlap_group_id = 0;
 
   // MTP embedding copy (the last stage holds model.layers.{L}.embed_tokens.weight when it lacks the embedding):
   // kNone, kLocal (this rank holds both tensors: sum them in place), kPeer (exchange with mtp_pair_rank).

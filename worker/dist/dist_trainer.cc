@@ -56,6 +56,7 @@ struct DistributedTrainer::State {
   WaitPolicy wait;
   std::unique_ptr<data::Tokenizer> tokenizer;
   std::unique_ptr<EpExchange> ep;                     // EP > 1; before the models that point at it
+  std::unique_ptr<EpExchange> ep_lane1;               // EP > 1: the backward half of overlapped F&B pairs
   std::vector<std::unique_ptr<model::Model>> models;  // chunk order
   std::unique_ptr<PipelineExecutor> exec;
   std::optional<comm::Group> dp_group, replica_group, world;
@@ -92,6 +93,18 @@ const DistLayout& DistributedTrainer::layout() const { return s_->layout; }
 
 const PipelineTiming& DistributedTrainer::pipeline_timing() const { return s_->timing; }
 int64_t DistributedTrainer::steps_run() const { return s_->steps_run; }
+
+DistributedTrainer::ExchangeStats DistributedTrainer::exchange_stats() const {
+  ExchangeStats out;
+  for (const EpExchange* e : {s_->ep.get(), s_->ep_lane1.get()}) {
+    if (e == nullptr) continue;
+    out.exchanges += e->stats().exchanges;
+    out.bytes_sent += e->stats().bytes_sent;
+    out.wait_seconds += e->stats().wait_seconds;
+  }
+  if (s_->exec) out.overlap_yields = s_->exec->overlap_yields();
+  return out;
+}
 
 std::vector<model::Model*> DistributedTrainer::chunks() {
   std::vector<model::Model*> out;
@@ -176,7 +189,10 @@ Result<std::unique_ptr<DistributedTrainer>> DistributedTrainer::Create(DistConfi
     ASSIGN_OR_RETURN(comm::Group g, comm::Group::Create(l.ep_members, l.ep_group_id));
     EpExchangeOptions eo;
     eo.deadline = s->config.comm_timeout;
+    eo.serialize = s->config.serialize_exchanges;
+    ASSIGN_OR_RETURN(comm::Group g1, comm::Group::Create(l.ep_members, l.ep_overlap_group_id));
     ASSIGN_OR_RETURN(s->ep, EpExchange::Create(comm, std::move(g), eo));
+    ASSIGN_OR_RETURN(s->ep_lane1, EpExchange::Create(comm, std::move(g1), eo));
   }
   for (size_t c = 0; c < l.chunks.size(); ++c) {
     const StageLayout& st = l.chunks[c];
@@ -211,6 +227,7 @@ Result<std::unique_ptr<DistributedTrainer>> DistributedTrainer::Create(DistConfi
   for (auto& m : s->models) raw.push_back(m.get());
   ASSIGN_OR_RETURN(s->exec, PipelineExecutor::Create(l, std::move(ops), raw, comm, spec.train.micro_batch,
                                                      spec.train.seq_len, mc.hidden_size, s->wait));
+  if (s->ep && s->config.overlap_pairs) s->exec->SetOverlapExchanges(s->ep.get(), s->ep_lane1.get());
   s->flops_per_token = train::TrainingFlopsPerToken(mc, spec.train.seq_len);
   if (!tc.checkpoint_root.empty()) {
     RETURN_IF_ERROR(MakeDirs(tc.checkpoint_root));

@@ -54,6 +54,11 @@ struct DistConfig {
   std::chrono::milliseconds comm_timeout{120'000};
   // Connect the communicator to `peers` at `trainer.epoch` in Create (off when the caller already did).
   bool connect = true;
+  // Expert parallelism: interleave the two halves of F&B pairs so that each one's all-to-all runs while the
+  // other computes (overlap_lanes.h). Off: the halves run one after the other (benchmarks' baseline).
+  bool overlap_pairs = true;
+  // Every exchange completes before its layer goes on (EpExchangeOptions::serialize; benchmarks' baseline).
+  bool serialize_exchanges = false;
 };
 
 class DistributedTrainer {
@@ -74,6 +79,13 @@ class DistributedTrainer {
   // The pipeline's timing summed over every step run so far (per-op costs for schedule::Simulate).
   const PipelineTiming& pipeline_timing() const;
   int64_t steps_run() const;
+  // Expert all-to-all statistics of both exchange lanes so far (zeros without expert parallelism), and how
+  // often one half of an F&B pair computed while the other's all-to-all was in flight.
+  struct ExchangeStats {
+    int64_t exchanges = 0, bytes_sent = 0, overlap_yields = 0;
+    double wait_seconds = 0;
+  };
+  ExchangeStats exchange_stats() const;
 
  private:
   struct State;

@@ -74,6 +74,7 @@ ExchangeTicket EpExchange::StartCounts(int64_t layer, std::span<const int32_t> e
                                std::as_writable_bytes(recv_counts), p->recv_counts, p->recv_offsets);
   ++stats_.exchanges;
   pending_.push_back(std::move(p));
+  if (options_.serialize) WaitInStart(*pending_.back());
   return ExchangeTicket{pending_.back()->id};
 }
 
@@ -113,7 +114,26 @@ ExchangeTicket EpExchange::StartRows(const model::ExchangeRows& x) {
   p->handle = comm_->AllToAllV(group_, send, p->send_counts, p->send_offsets, recv, p->recv_counts, p->recv_offsets);
   ++stats_.exchanges;
   pending_.push_back(std::move(p));
+  if (options_.serialize) WaitInStart(*pending_.back());
   return ExchangeTicket{pending_.back()->id};
+}
+
+bool EpExchange::Poll(ExchangeTicket ticket, std::chrono::microseconds max_wait) {
+  Pending* p = Find(ticket.id);
+  CHECK(p != nullptr) << "EpExchange: Poll on unknown ticket " << ticket.id;
+  if (p->handle.Done()) return true;
+  if (max_wait.count() <= 0) return false;
+  const auto t0 = Clock::now();
+  p->handle.Wait(max_wait).IgnoreError();
+  stats_.wait_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+  return p->handle.Done();
+}
+
+// serialize: the exchange completes before Start* returns; its status is kept by the handle for Wait.
+void EpExchange::WaitInStart(Pending& p) {
+  const auto t0 = Clock::now();
+  p.handle.Wait(options_.deadline).IgnoreError();
+  stats_.wait_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
 EpExchange::Pending* EpExchange::Find(int64_t id) {
@@ -123,11 +143,13 @@ EpExchange::Pending* EpExchange::Find(int64_t id) {
   return nullptr;
 }
 
-Status EpExchange::Wait(ExchangeTicket ticket) {
+Status EpExchange::Wait(ExchangeTicket ticket) { return WaitWithin(ticket, options_.deadline); }
+
+Status EpExchange::WaitWithin(ExchangeTicket ticket, std::chrono::steady_clock::duration timeout) {
   Pending* p = Find(ticket.id);
   CHECK(p != nullptr) << "EpExchange: Wait on unknown ticket " << ticket.id;
   const auto t0 = Clock::now();
-  Status st = p->handle.Wait(options_.deadline);
+  Status st = p->handle.Wait(timeout);
   const auto t1 = Clock::now();
   stats_.wait_seconds += std::chrono::duration<double>(t1 - t0).count();
   if (!st.ok()) {

@@ -38,6 +38,9 @@ namespace shoal::dist {
 struct EpExchangeOptions {
   model::ExchangePrecision precision;             // fp32 both ways by default
   std::chrono::milliseconds deadline{120'000};    // per Wait
+  // Start* wait for their exchange to complete before they return, so nothing overlaps it: the no-overlap
+  // baseline of tools/bench/overlap (its wait time is the whole exchange time). Off in training.
+  bool serialize = false;
 };
 
 class EpExchange : public model::ExpertExchange {
@@ -61,6 +64,11 @@ class EpExchange : public model::ExpertExchange {
                                     std::span<int32_t> recv_counts) override;
   model::ExchangeTicket StartRows(const model::ExchangeRows& rows) override;
   Status Wait(model::ExchangeTicket ticket) override;
+  // Waits up to `max_wait` (0: not at all) for the exchange to end; true when it has (OK or not: Wait says
+  // which). Time spent here counts as wait time.
+  bool Poll(model::ExchangeTicket ticket, std::chrono::microseconds max_wait);
+  // Wait with an explicit timeout instead of options().deadline.
+  Status WaitWithin(model::ExchangeTicket ticket, std::chrono::steady_clock::duration timeout);
 
   const Stats& stats() const { return stats_; }
   void ResetStats() { stats_ = {}; }
@@ -70,6 +78,7 @@ class EpExchange : public model::ExpertExchange {
   struct Pending;
   EpExchange(comm::Communicator* comm, comm::Group group, int my_index, EpExchangeOptions options);
   Pending* Find(int64_t id);
+  void WaitInStart(Pending& p);
 
   comm::Communicator* comm_;
   comm::Group group_;

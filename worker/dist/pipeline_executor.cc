@@ -8,6 +8,7 @@
 
 #include "common/check.h"
 #include "worker/comm/communicator.h"
+#include "worker/dist/overlap_lanes.h"
 
 namespace shoal::dist {
 namespace {
@@ -70,6 +71,8 @@ struct PipelineExecutor::Impl {
   std::vector<model::Model*> chunks;
   std::vector<bool> deferred;  // per chunk: defer_weight_grads
   comm::Communicator* comm = nullptr;
+  EpExchange* lane_ep[2] = {nullptr, nullptr};  // F&B overlap (SetOverlapExchanges)
+  int64_t yields = 0;
   size_t elements = 0;  // one micro-batch's hidden states
   WaitPolicy wait;
 
@@ -234,8 +237,13 @@ struct PipelineExecutor::Impl {
       case OpType::kBackward: return Backward(op, op.chunk, op.micro_batch, /*fused=*/true);
       case OpType::kBackwardWeight: return Weight(op, op.chunk, op.micro_batch);
       case OpType::kForwardBackward: {
-        // Sequential for now: the forward, then the other chunk's fused backward.
         auto t0 = Clock::now();
+        if (lane_ep[0] != nullptr && lane_ep[1] != nullptr && op.chunk != op.bwd_chunk) {
+          RETURN_IF_ERROR(OverlappedPair(op));
+          Record(op.chunk, kStatFB, Since(t0));
+          return Status::OK();
+        }
+        // No expert parallelism (nothing to hide) or one chunk: the forward, then the fused backward.
         RETURN_IF_ERROR(Forward(op, op.chunk, op.micro_batch, /*timed=*/false));
         RETURN_IF_ERROR(Backward(op, op.bwd_chunk, op.bwd_micro_batch, /*fused=*/true, /*timed=*/false));
         Record(op.chunk, kStatFB, Since(t0));
@@ -268,6 +276,27 @@ struct PipelineExecutor::Impl {
     return Status::OK();
   }
 
+  // The forward half on this thread (lane 0) and the backward half on a helper (lane 1), interleaved at their
+  // all-to-all waits (overlap_lanes.h). Only the baton holder touches the executor's state.
+  Status OverlappedPair(const Op& op) {
+    model::Model& fwd = *chunks[static_cast<size_t>(op.chunk)];
+    model::Model& bwd = *chunks[static_cast<size_t>(op.bwd_chunk)];
+    Baton baton;
+    LaneExchange lane0(lane_ep[0], &baton, 0), lane1(lane_ep[1], &baton, 1);
+    RETURN_IF_ERROR(fwd.SetExpertExchange(&lane0));
+    RETURN_IF_ERROR(bwd.SetExpertExchange(&lane1));
+    auto [s0, s1] = baton.RunPair(
+        [&] { return Forward(op, op.chunk, op.micro_batch, /*timed=*/false); },
+        [&] { return Backward(op, op.bwd_chunk, op.bwd_micro_batch, /*fused=*/true, /*timed=*/false); });
+    yields += lane0.yields() + lane1.yields();
+    Status r0 = fwd.SetExpertExchange(lane_ep[0]);
+    Status r1 = bwd.SetExpertExchange(lane_ep[0]);
+    RETURN_IF_ERROR(s0);
+    RETURN_IF_ERROR(s1);
+    RETURN_IF_ERROR(r0);
+    return r1;
+  }
+
   // Leaves nothing in flight: receives are withdrawn and sends cancelled when a step fails.
   void Abandon() {
     for (auto& [idx, r] : recvs) r.handle.Cancel().IgnoreError();
@@ -276,6 +305,13 @@ struct PipelineExecutor::Impl {
     sends.clear();
   }
 };
+
+void PipelineExecutor::SetOverlapExchanges(EpExchange* lane0, EpExchange* lane1) {
+  impl_->lane_ep[0] = lane0;
+  impl_->lane_ep[1] = lane1;
+}
+
+int64_t PipelineExecutor::overlap_yields() const { return impl_->yields; }
 
 PipelineExecutor::~PipelineExecutor() {
   if (impl_) impl_->Abandon();

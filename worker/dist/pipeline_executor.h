@@ -7,8 +7,9 @@
 //         kept for the SEND; the weight gradients wait for W (defer_weight_grads)
 //   W     BackwardWeightStage of that micro-batch's activation slot
 //   BW    B with the weight gradients at once
-//   F&B   the forward, then the fused backward, one after the other (no overlap yet: with EP the dispatch of one
-//         could hide behind the compute of the other, see worker/model/expert_parallel.h)
+//   F&B   the forward of one chunk and the fused backward of the other; with expert parallelism and
+//         SetOverlapExchanges, the two run as interleaved lanes (overlap_lanes.h) so that each one's all-to-all
+//         runs while the other computes; otherwise one after the other
 //   SEND  posted and left running (the buffer stays alive until it completed); checked as the list goes on and
 //         waited for at the end of the list
 //   RECV  blocks (with the deadline) until the tensor is there; receives are posted a few ops ahead
@@ -37,6 +38,8 @@ class Communicator;
 }
 
 namespace shoal::dist {
+
+class EpExchange;
 
 // Where one step's time went on this rank.
 struct PipelineTiming {
@@ -79,6 +82,13 @@ class PipelineExecutor {
   Result<model::StepLosses> Evaluate(std::span<const model::MicroBatch> batches);
 
   const schedule::RankSchedule& ops() const { return ops_; }
+
+  // Expert parallelism: the models use `lane0` (set by the caller) for every exchange; F&B pairs of two chunks
+  // then run their backward half on `lane1` (an EpExchange of the same members under another group id) and
+  // interleave with the forward half. Both outlive the executor; nulls turn the overlap off.
+  void SetOverlapExchanges(EpExchange* lane0, EpExchange* lane1);
+  // Baton hand-overs inside F&B pairs so far (the times one half's all-to-all let the other half compute).
+  int64_t overlap_yields() const;
 
  private:
   PipelineExecutor() = default;

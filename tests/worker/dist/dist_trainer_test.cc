@@ -23,12 +23,16 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // A demo-architecture model with 4 decoder layers (1 dense, 3 MoE with 8 routed experts) and one MTP layer.
-std::string Spec(const std::string& parallel, int steps, int checkpoint_every, int global_batch = 16) {
+// kDense: the same without MoE layers or MTP (every decision continuous in the weights).
+constexpr char kDense[] = ", first_k_dense_replace: 4, num_nextn_predict_layers: 0";
+
+std::string Spec(const std::string& parallel, int steps, int checkpoint_every, const std::string& extra = "") {
+  const int global_batch = 16;
   return R"(name: equiv
 model: {preset: demo, num_hidden_layers: 4, hidden_size: 64, intermediate_size: 128, moe_intermediate_size: 32,
         q_lora_rank: 32, kv_lora_rank: 16, qk_nope_head_dim: 16, qk_rope_head_dim: 8, v_head_dim: 16,
         num_attention_heads: 2, num_key_value_heads: 2, n_routed_experts: 8, n_group: 2, topk_group: 1,
-        num_experts_per_tok: 2}
+        num_experts_per_tok: 2)" + extra + R"(}
 parallel: )" + parallel + R"(
 train: {seq_len: 32, micro_batch: 2, global_batch: )" +
          std::to_string(global_batch) + R"(, lr: 3.0e-3, min_lr: 3.0e-4, warmup_steps: 2, seed: 11}
@@ -94,6 +98,7 @@ class DistTrainerTest : public ::testing::Test {
     std::vector<train::StepMetrics> steps;
     std::vector<train::CheckpointWritten> checkpoints;
     double seconds = 0;
+    DistributedTrainer::ExchangeStats exchanges;
   };
 
   // Every rank of the layout on its own thread with its own Communicator. `die_rank` >= 0: that rank's thread
@@ -144,6 +149,7 @@ class DistTrainerTest : public ::testing::Test {
             out.status = trainer.status();
           } else {
             out.status = (*trainer)->Run(stop);
+            out.exchanges = (*trainer)->exchange_stats();
             if (rank == die_rank) comms[static_cast<size_t>(rank)].reset();  // the process is gone
             trainer->reset();
           }
@@ -171,29 +177,65 @@ class DistTrainerTest : public ::testing::Test {
     return worst;
   }
 
-  void ExpectSameCurve(const std::string& parallel, int steps) {
-    const std::vector<double> single = RunSingle(Spec("{pipeline: 1, data: 1}", steps, steps));
-    ASSERT_EQ(single.size(), static_cast<size_t>(steps));
-    auto ranks = RunRanks(Spec(parallel, steps, steps), dir_ + "/dist");
-    ASSERT_FALSE(ranks.empty());
+  // MoE (the default): the curves agree to ~1e-7 until the first routing decision flips (a token's top-k or an
+  // expert's bias-update sign decided by a last-bit difference); after that they drift apart as one worker does
+  // from itself under another accumulation order (NoiseFloor: ~0.6% after 50 steps). Dense: no such decisions,
+  // the curves stay within fp32 reduction-order tolerance throughout.
+  std::vector<RankResult> ExpectSameCurve(const std::string& parallel, int steps, bool dense = false) {
+    const std::string extra = dense ? kDense : "";
+    const std::vector<double> single = RunSingle(Spec("{pipeline: 1, data: 1}", steps, steps, extra));
+    EXPECT_EQ(single.size(), static_cast<size_t>(steps));
+    auto ranks = RunRanks(Spec(parallel, steps, steps, extra), dir_ + "/dist");
+    EXPECT_FALSE(ranks.empty());
+    if (ranks.empty() || single.size() != static_cast<size_t>(steps)) return {};
     for (size_t r = 0; r < ranks.size(); ++r) {
-      ASSERT_TRUE(ranks[r].status.ok()) << "rank " << r << ": " << ranks[r].status;
-      ASSERT_EQ(ranks[r].steps.size(), static_cast<size_t>(steps)) << "rank " << r;
+      EXPECT_TRUE(ranks[r].status.ok()) << "rank " << r << ": " << ranks[r].status;
+      EXPECT_EQ(ranks[r].steps.size(), static_cast<size_t>(steps)) << "rank " << r;
+      if (ranks[r].steps.size() != static_cast<size_t>(steps)) return {};
       // Every rank reports the world's loss.
       EXPECT_EQ(Losses(ranks[r]), Losses(ranks[0])) << "rank " << r;
     }
-    const double diff = MaxRelDiff(Losses(ranks[0]), single);
-    std::printf("[ equiv ] %s: %d steps, loss %.5f -> %.5f (single %.5f -> %.5f), max relative difference %.3g\n",
-                parallel.c_str(), steps, Losses(ranks[0]).front(), Losses(ranks[0]).back(), single.front(),
-                single.back(), diff);
-    EXPECT_LT(diff, 2e-4) << parallel;
+    const auto dist = Losses(ranks[0]);
+    const size_t early = std::min<size_t>(10, single.size());
+    const double diff = MaxRelDiff(dist, single);
+    const double early_diff = MaxRelDiff(std::vector<double>(dist.begin(), dist.begin() + early),
+                                         std::vector<double>(single.begin(), single.begin() + early));
+    std::printf("[ equiv ] %s%s: %d steps, loss %.5f -> %.5f (one worker %.5f -> %.5f), max relative difference: "
+                "first %zu steps %.3g, all %d steps %.3g\n",
+                dense ? "dense " : "MoE+MTP ", parallel.c_str(), steps, dist.front(), dist.back(), single.front(), single.back(), early, early_diff,
+                steps, diff);
+    EXPECT_LT(early_diff, 1e-5) << parallel;
+    EXPECT_LT(diff, dense ? 1e-4 : 2e-2) << parallel;
     EXPECT_LT(single.back(), single.front());  // it trained
+    return ranks;
   }
 
   std::string dir_;
 };
 
+// The noise floor: one worker against itself with another gradient-accumulation split (2 x 8 vs 4 x 4 rows per
+// step), which changes nothing but the order of fp32 additions.
+TEST_F(DistTrainerTest, NoiseFloor) {
+  const std::vector<double> a = RunSingle(Spec("{pipeline: 1, data: 1}", 50, 50));
+  std::string spec4 = Spec("{pipeline: 1, data: 1}", 50, 50);
+  spec4.replace(spec4.find("micro_batch: 2"), 14, "micro_batch: 4");
+  const std::vector<double> b = RunSingle(spec4);
+  ASSERT_EQ(a.size(), 50u);
+  ASSERT_EQ(b.size(), 50u);
+  const double early = MaxRelDiff(std::vector<double>(a.begin(), a.begin() + 20), std::vector<double>(b.begin(), b.begin() + 20));
+  std::printf("[ floor ] one worker, micro-batches 2 vs 4: max relative difference: first 20 steps %.3g, all 50 "
+              "steps %.3g\n", early, MaxRelDiff(a, b));
+  EXPECT_LT(early, 1e-5);
+  EXPECT_GT(MaxRelDiff(a, b), 0.0);  // the orders differ
+}
+
 TEST_F(DistTrainerTest, OneRankLayoutMatchesTheSingleWorkerTrainer) { ExpectSameCurve("{pipeline: 1, data: 1}", 50); }
+
+TEST_F(DistTrainerTest, DenseModelCurvesAgreeOverFiftyStepsInEveryLayout) {
+  ExpectSameCurve("{pipeline: 2, data: 1}", 50, /*dense=*/true);
+  ExpectSameCurve("{pipeline: 2, data: 2}", 50, /*dense=*/true);
+  ExpectSameCurve("{pipeline: 4, data: 1, schedule: dualpipe}", 50, /*dense=*/true);
+}
 
 TEST_F(DistTrainerTest, TwoStagePipelineMatchesOneWorker) { ExpectSameCurve("{pipeline: 2, data: 1}", 50); }
 
@@ -203,6 +245,18 @@ TEST_F(DistTrainerTest, ZeroBubblePipelineMatchesOneWorker) {
 
 TEST_F(DistTrainerTest, PipelineDataAndExpertParallelMatchOneWorker) {
   ExpectSameCurve("{pipeline: 2, data: 2, expert: 2}", 50);
+}
+
+// DualPipe with expert parallelism: the F&B pairs run their halves as interleaved lanes, each half's all-to-all
+// in flight while the other computes; the numbers are those of one worker.
+TEST_F(DistTrainerTest, DualPipeWithExpertParallelOverlapsPairsAndMatchesOneWorker) {
+  auto ranks = ExpectSameCurve("{pipeline: 2, data: 2, expert: 2, schedule: dualpipe}", 12);
+  ASSERT_EQ(ranks.size(), 4u);
+  for (const auto& r : ranks) {
+    EXPECT_GT(r.exchanges.exchanges, 0);
+    EXPECT_GT(r.exchanges.bytes_sent, 0);
+    EXPECT_GT(r.exchanges.overlap_yields, 0);  // one half computed while the other's all-to-all was in flight
+  }
 }
 
 TEST_F(DistTrainerTest, FourRankDualPipeMatchesOneWorker) {
