@@ -59,6 +59,16 @@ void CheckParallel(const JobSpec& spec, IssueList& out) {
     out.Add("parallel.pipeline", what + " stages, but the model can fill at most " + Str(MaxPipelineStages(m)) +
                                      " (" + blocks + "); every stage needs at least one layer");
   }
+  if (p.max_nodes_per_token > 0) {
+    if (m.n_routed_experts <= 0 || m.n_group < 1) {
+      out.Add("parallel.max_nodes_per_token", "node-limited routing needs a model with routed experts and n_group");
+    } else if (m.topk_group > p.max_nodes_per_token) {
+      out.Add("parallel.max_nodes_per_token",
+              "the router keeps topk_group = " + Str(m.topk_group) + " expert groups per token, more than " +
+                  Str(p.max_nodes_per_token) + " nodes; node-limited routing maps groups onto hosts, so set "
+                  "topk_group <= max_nodes_per_token");
+    }
+  }
   if (p.schedule == PipelineSchedule::kDualPipe && p.pipeline % 2 != 0)
     out.Add("parallel.pipeline", "dualpipe needs an even pipeline degree, got " + Str(p.pipeline) +
                                      " (use dualpipev or 1f1b for an odd one)");

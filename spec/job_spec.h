@@ -66,6 +66,14 @@ struct ParallelSpec {
   int data = 1;      // DP, per pipeline stage
   int expert = 1;    // EP, divides DP: routed experts are sharded over groups of EP data-parallel replicas
   PipelineSchedule schedule = PipelineSchedule::k1F1B;
+  // Expert all-to-all payloads (reference/deepseek-v3.md §5.5): dispatch fp32 | fp8 (E4M3, power-of-two 1x128
+  // scales), combine fp32 | bf16. Unset: fp8 / bf16 when the job's precision is fp8, else fp32 / fp32.
+  std::optional<Precision> dispatch;
+  std::optional<Precision> combine;
+  // Node-limited routing (§3.4): every token's routed experts live on at most this many hosts (0: no limit).
+  // Realised by the group-limited router: each of the n_group expert groups must lie on one host (the
+  // placement's hosts are checked when the job starts) and topk_group <= max_nodes_per_token.
+  int max_nodes_per_token = 0;
   int world_size() const { return pipeline * data; }
   int num_stages() const { return NumPipelineStages(schedule, pipeline); }
   friend bool operator==(const ParallelSpec&, const ParallelSpec&) = default;

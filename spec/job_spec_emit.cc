@@ -104,6 +104,9 @@ std::string JobSpecToYaml(const JobSpec& spec) {
   Put(out, "data", p.data);
   Put(out, "expert", p.expert);
   Put(out, "schedule", ToString(p.schedule));
+  if (p.dispatch) Put(out, "dispatch", ToString(*p.dispatch));
+  if (p.combine) Put(out, "combine", ToString(*p.combine));
+  if (p.max_nodes_per_token > 0) Put(out, "max_nodes_per_token", p.max_nodes_per_token);
   out << YAML::EndMap;
 
   Put(out, "precision", ToString(spec.precision));

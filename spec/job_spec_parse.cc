@@ -353,7 +353,8 @@ void ReadModel(Reader& r, const Entry& e, ModelSpec* out) {
 // ---- sections ----------------------------------------------------------------------------------------------
 
 void ReadParallel(Reader& r, const Entry& e, ParallelSpec* p) {
-  static const std::vector<std::string> kKnown = Names({"pipeline", "data", "expert", "schedule"});
+  static const std::vector<std::string> kKnown =
+      Names({"pipeline", "data", "expert", "schedule", "dispatch", "combine", "max_nodes_per_token"});
   std::vector<Entry> entries = r.Entries(e.value, e.path, e.mark, kKnown);
   for (const Entry& f : entries) {
     if (f.key == "pipeline") r.Int(f, IntRule::kPositive, &p->pipeline);
@@ -364,6 +365,17 @@ void ReadParallel(Reader& r, const Entry& e, ParallelSpec* p) {
              {PipelineSchedule::k1F1B, PipelineSchedule::kZB1P, PipelineSchedule::kDualPipe,
               PipelineSchedule::kDualPipeV},
              &p->schedule);
+    if (f.key == "dispatch") {
+      Precision d = Precision::kFp32;
+      r.Enum(f, "a dispatch payload type (fp32 or fp8)", {Precision::kFp32, Precision::kFp8}, &d);
+      p->dispatch = d;
+    }
+    if (f.key == "combine") {
+      Precision c = Precision::kFp32;
+      r.Enum(f, "a combine payload type (fp32 or bf16)", {Precision::kFp32, Precision::kBf16}, &c);
+      p->combine = c;
+    }
+    if (f.key == "max_nodes_per_token") r.Int(f, IntRule::kPositive, &p->max_nodes_per_token);
   }
 }
 

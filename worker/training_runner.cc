@@ -157,7 +157,9 @@ void TrainingJobRunner::Start(protocol::MessagePtr assignment) {
     dist.emplace();
     const uint32_t dp = config.spec.parallel.data;
     for (auto peer : a.getPeers()) {
-      dist->peers[static_cast<int>(peer.getPpRank() * dp + peer.getDpRank())] = Str(peer.getDataAddress());
+      const int r = static_cast<int>(peer.getPpRank() * dp + peer.getDpRank());
+      dist->peers[r] = Str(peer.getDataAddress());
+      dist->hosts[r] = Str(peer.getHost());
     }
     for (auto st : a.getSelf().getStages()) dist->stages.push_back(static_cast<int>(st));
     if (config.spec.parallel.expert > 1 || a.getSelf().getExpertEnd() > 0) {

@@ -250,5 +250,22 @@ TEST(JobSpecErrorsTest, ValidateWithoutYamlNamesPaths) {
   EXPECT_THAT(st.message(), HasSubstr("phases[1].name: duplicate phase name \"pretrain\" (also phases[0])"));
 }
 
+TEST(JobSpecErrorsTest, ExpertPayloadTypesAndNodeLimitAreChecked) {
+  // Accepted, and the defaults follow the precision.
+  auto ok = ParseJobSpec(Spec("{pipeline: 1, data: 2, expert: 2, dispatch: fp8, combine: bf16, max_nodes_per_token: 2}"),
+                         "a.yaml");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->parallel.dispatch, Precision::kFp8);
+  EXPECT_EQ(ok->parallel.combine, Precision::kBf16);
+  EXPECT_EQ(ok->parallel.max_nodes_per_token, 2);
+  // The dispatch travels in fp32 or fp8 only, the combine in fp32 or bf16 only.
+  EXPECT_THAT(ErrorOf(Spec("{dispatch: bf16}")), HasSubstr("parallel.dispatch"));
+  EXPECT_THAT(ErrorOf(Spec("{combine: fp8}")), HasSubstr("parallel.combine"));
+  // The demo router keeps topk_group = 2 groups: a 1-node limit cannot hold.
+  const std::string err = ErrorOf(Spec("{pipeline: 1, data: 2, expert: 2, max_nodes_per_token: 1}"));
+  EXPECT_THAT(err, HasSubstr("parallel.max_nodes_per_token"));
+  EXPECT_THAT(err, HasSubstr("topk_group = 2"));
+}
+
 }  // namespace
 }  // namespace shoal

@@ -1,5 +1,7 @@
 #include "worker/dist/dist_layout.h"
 
+#include <set>
+
 #include <algorithm>
 #include <numeric>
 
@@ -191,6 +193,45 @@ std::vector<int> PeakInFlight(const schedule::RankSchedule& rank) {
     }
   }
   return peak;
+}
+
+Status CheckNodeLimit(const JobSpec& spec, const DistLayout& layout, const std::map<int, std::string>& hosts,
+                      int* max_hosts) {
+  const int limit = spec.parallel.max_nodes_per_token;
+  const ModelConfig& m = spec.model.config;
+  if (limit <= 0 || m.n_routed_experts <= 0) return Status::OK();
+  const int64_t E = m.n_routed_experts, G = m.n_group, per_rank = E / layout.ep;
+  std::set<std::string> all_hosts;
+  for (int64_t g = 0; g < G; ++g) {
+    std::set<std::string> group_hosts;
+    for (int64_t e = g * E / G; e < (g + 1) * E / G; ++e) {
+      const int member = layout.ep_members[static_cast<size_t>(e / per_rank)];
+      auto it = hosts.find(member);
+      group_hosts.insert(it == hosts.end() ? "rank " + std::to_string(member) : it->second);
+    }
+    if (group_hosts.size() > 1) {
+      std::string names;
+      for (const auto& h : group_hosts) names += (names.empty() ? "" : ", ") + h;
+      return InvalidArgumentError(
+          "parallel.max_nodes_per_token: expert group " + std::to_string(g) + " (experts " +
+          std::to_string(g * E / G) + ".." + std::to_string((g + 1) * E / G - 1) + ") spans hosts " + names +
+          "; node-limited routing needs every one of the n_group = " + std::to_string(G) +
+          " groups on one host (make n_group a multiple of the hosts per EP group)");
+    }
+    all_hosts.insert(*group_hosts.begin());
+  }
+  if (max_hosts) {
+    *max_hosts = static_cast<int>(std::min<int64_t>(m.topk_group, static_cast<int64_t>(all_hosts.size())));
+  }
+  return Status::OK();
+}
+
+bool DispatchInFp8(const JobSpec& spec) {
+  return spec.parallel.dispatch ? *spec.parallel.dispatch == Precision::kFp8 : spec.precision == Precision::kFp8;
+}
+
+bool CombineInBf16(const JobSpec& spec) {
+  return spec.parallel.combine ? *spec.parallel.combine == Precision::kBf16 : spec.precision == Precision::kFp8;
 }
 
 }  // namespace shoal::dist

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,18 @@ inline int JobRank(int pp_rank, int dp_rank, int dp) { return pp_rank * dp + dp_
 
 // InvalidArgument when the spec does not validate or the coordinates are outside the layout.
 Result<DistLayout> MakeDistLayout(const JobSpec& spec, int pp_rank, int dp_rank);
+
+// Node-limited routing (ParallelSpec::max_nodes_per_token): OK when the spec asks for none, or when every one of
+// the router's n_group expert groups lies on one host of this rank's EP group (hosts: job rank -> host), so that
+// the group-limited router (topk_group <= the limit, checked with the spec) keeps every token within the limit.
+// InvalidArgument naming the group and its hosts otherwise. `max_hosts` (optional) receives the most hosts one
+// token's experts can span.
+Status CheckNodeLimit(const JobSpec& spec, const DistLayout& layout, const std::map<int, std::string>& hosts,
+                      int* max_hosts = nullptr);
+
+// The expert all-to-all payload types the spec asks for (ParallelSpec::dispatch / combine and their defaults).
+bool DispatchInFp8(const JobSpec& spec);
+bool CombineInBf16(const JobSpec& spec);
 
 // ZeRO-1 ownership by whole tensors: tensor i (numel[i] elements) goes to one of `parts` owners, largest tensors
 // first to the least-loaded owner (ties: lower index, lower owner), so the owners' element counts are balanced and

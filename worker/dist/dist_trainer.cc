@@ -190,6 +190,16 @@ Result<std::unique_ptr<DistributedTrainer>> DistributedTrainer::Create(DistConfi
     EpExchangeOptions eo;
     eo.deadline = s->config.comm_timeout;
     eo.serialize = s->config.serialize_exchanges;
+    eo.precision.dispatch_fp8 = DispatchInFp8(spec);
+    eo.precision.combine_bf16 = CombineInBf16(spec);
+    if (spec.parallel.max_nodes_per_token > 0 && !s->config.hosts.empty()) {
+      int max_hosts = 0;
+      RETURN_IF_ERROR(CheckNodeLimit(spec, l, s->config.hosts, &max_hosts));
+      if (l.rank == 0) {
+        spdlog::info("node-limited routing: a token's experts span at most {} host(s) (limit {})", max_hosts,
+                     spec.parallel.max_nodes_per_token);
+      }
+    }
     ASSIGN_OR_RETURN(comm::Group g1, comm::Group::Create(l.ep_members, l.ep_overlap_group_id));
     ASSIGN_OR_RETURN(s->ep, EpExchange::Create(comm, std::move(g), eo));
     ASSIGN_OR_RETURN(s->ep_lane1, EpExchange::Create(comm, std::move(g1), eo));

@@ -46,6 +46,8 @@ struct DistConfig {
   train::TrainerConfig trainer;
   // Every rank of the job: job rank (pp_rank · data + dp_rank) -> its Communicator::address().
   std::map<int, std::string> peers;
+  // Every rank's host (RankAssignment.host), for node-limited routing; empty: not checked.
+  std::map<int, std::string> hosts;
   // What the placement says this rank holds (RankAssignment.stages / expertBegin / expertEnd). When given they
   // must match the layout the spec implies (InvalidArgument otherwise); empty / -1: not checked.
   std::vector<int> stages;

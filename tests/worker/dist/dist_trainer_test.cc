@@ -327,5 +327,45 @@ TEST_F(DistTrainerTest, ADeadRankEndsEveryOtherRankWithAnErrorNotAHang) {
   }
 }
 
+// The recipe's payloads (reference/deepseek-v3.md §5.5): dispatch in FP8 with power-of-two scales, combine in
+// BF16. Fewer bytes cross the wire and the curve stays close to the fp32 exchange's.
+TEST_F(DistTrainerTest, Fp8DispatchAndBf16CombineMoveFewerBytesAndTrainAlike) {
+  auto fp32 = RunRanks(Spec("{pipeline: 1, data: 2, expert: 2}", 12, 12), dir_ + "/fp32");
+  auto low = RunRanks(Spec("{pipeline: 1, data: 2, expert: 2, dispatch: fp8, combine: bf16}", 12, 12), dir_ + "/low");
+  ASSERT_EQ(fp32.size(), 2u);
+  ASSERT_EQ(low.size(), 2u);
+  for (const auto& r : fp32) ASSERT_TRUE(r.status.ok()) << r.status;
+  for (const auto& r : low) ASSERT_TRUE(r.status.ok()) << r.status;
+  const double diff = MaxRelDiff(Losses(low[0]), Losses(fp32[0]));
+  const double bytes_ratio =
+      static_cast<double>(low[0].exchanges.bytes_sent) / static_cast<double>(fp32[0].exchanges.bytes_sent);
+  std::printf("[ payload ] fp8 dispatch + bf16 combine vs fp32: %.3f of the bytes, max relative loss difference "
+              "over 12 steps %.3g\n", bytes_ratio, diff);
+  EXPECT_GT(diff, 0.0);  // the low-precision path ran
+  EXPECT_LT(diff, 1e-2);
+  EXPECT_LT(bytes_ratio, 0.5);  // (1 + 4/128)/4 of fp32 for the dispatches, 1/2 for the combines
+}
+
+// Node-limited routing: every router group must lie on one host of the EP group.
+TEST(NodeLimitTest, GroupsMustLieOnOneHost) {
+  auto spec = ParseJobSpec(Spec("{pipeline: 1, data: 4, expert: 4, max_nodes_per_token: 1}", 1, 1), "n.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();  // 8 experts, n_group 2, topk_group 1: 2 experts per EP rank
+  auto layout = MakeDistLayout(*spec, 0, 0);
+  ASSERT_TRUE(layout.ok()) << layout.status();
+  int max_hosts = 0;
+  // Two hosts holding two EP ranks each: group 0 (experts 0-3) on host a, group 1 on host b.
+  EXPECT_TRUE(CheckNodeLimit(*spec, *layout, {{0, "a"}, {1, "a"}, {2, "b"}, {3, "b"}}, &max_hosts).ok());
+  EXPECT_EQ(max_hosts, 1);
+  // Four hosts: group 0 spans a and b.
+  Status bad = CheckNodeLimit(*spec, *layout, {{0, "a"}, {1, "b"}, {2, "c"}, {3, "d"}});
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("expert group 0"), std::string::npos) << bad;
+  EXPECT_NE(bad.message().find("a, b"), std::string::npos) << bad;
+  // No limit asked: nothing to check.
+  auto free = ParseJobSpec(Spec("{pipeline: 1, data: 4, expert: 4}", 1, 1), "n.yaml");
+  ASSERT_TRUE(free.ok());
+  EXPECT_TRUE(CheckNodeLimit(*free, *MakeDistLayout(*free, 0, 0), {{0, "a"}, {1, "b"}, {2, "c"}, {3, "d"}}).ok());
+}
+
 }  // namespace
 }  // namespace shoal::dist
