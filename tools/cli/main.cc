@@ -168,6 +168,9 @@ int main(int argc, char** argv) {
   generate_cmd->add_option("--top-k", gen.top_k, "Sample from the k most likely tokens (0: all)")->default_val(0);
   generate_cmd->add_option("--seed", gen.seed, "Sampling seed")->default_val(0);
   generate_cmd->add_flag("--raw", gen.raw, "Do not wrap the prompt in the chat template of a fine-tuned model");
+  generate_cmd->add_flag("--speculative", gen.speculative,
+                         "MTP speculative decoding (greedy): the MTP layer drafts the token after next, one main pass "
+                         "verifies it; prints the acceptance rate");
   generate_cmd->add_flag("--json", g.json, "Print {prompt, completion, tokens, finished, seconds}");
 
   EvalOptions ev;

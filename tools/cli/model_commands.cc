@@ -94,16 +94,35 @@ int GenerateCommand(const GenerateOptions& o, bool json) {
   s.eos_id = static_cast<int32_t>(loaded->config.eos_token_id);
   std::mt19937_64 rng(o.seed);
   auto t0 = std::chrono::steady_clock::now();
-  auto out = infer::Generate(**m, {prompt}, s, rng);
-  if (!out.ok()) return Fail(out.status());
+  infer::Completion completion;
+  infer::SpeculativeStats spec;
+  if (o.speculative) {
+    auto out = infer::GenerateSpeculative(**m, prompt, s, &spec);
+    if (!out.ok()) return Fail(out.status());
+    completion = std::move(*out);
+  } else {
+    auto out = infer::Generate(**m, {prompt}, s, rng);
+    if (!out.ok()) return Fail(out.status());
+    completion = std::move((*out)[0]);
+  }
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::string text = (*tok)->Decode((*out)[0].tokens, /*skip_special=*/true);
+  std::string text = (*tok)->Decode(completion.tokens, /*skip_special=*/true);
   if (json) {
-    nlohmann::ordered_json j{{"prompt", o.prompt}, {"completion", text}, {"tokens", (*out)[0].tokens},
-                             {"finished", (*out)[0].finished}, {"seconds", seconds}};
+    nlohmann::ordered_json j{{"prompt", o.prompt}, {"completion", text}, {"tokens", completion.tokens},
+                             {"finished", completion.finished}, {"seconds", seconds}};
+    if (o.speculative) {
+      j["speculative"] = {{"main_passes", spec.main_passes}, {"drafted", spec.drafted},
+                          {"accepted", spec.accepted}, {"acceptance", spec.acceptance()}};
+    }
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("%s%s\n", o.prompt.c_str(), text.c_str());
+    if (o.speculative) {
+      std::fprintf(stderr, "MTP speculative decoding: %zu tokens in %lld main passes (prompt included), %lld of %lld "
+                   "drafts accepted (%.0f%%)\n", completion.tokens.size(), static_cast<long long>(spec.main_passes),
+                   static_cast<long long>(spec.accepted), static_cast<long long>(spec.drafted),
+                   100 * spec.acceptance());
+    }
   }
   return 0;
 }

@@ -16,6 +16,7 @@ struct GenerateOptions {
   int top_k = 0;
   uint64_t seed = 0;
   bool raw = false;  // no chat template even if the model was fine-tuned with one
+  bool speculative = false;  // MTP speculative decoding (greedy)
 };
 int GenerateCommand(const GenerateOptions& options, bool json);
 

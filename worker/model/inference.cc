@@ -31,6 +31,9 @@ struct Decoder::Layer {
 
 namespace {
 
+// Extend and MtpExtend run at most this many rows per pass.
+constexpr int64_t kExtendChunk = 16;
+
 // y[rows, out] = alpha · x[rows, in] · W[out, in]ᵀ + beta · y.
 void Gemm(float* y, const float* x, const float* w, int64_t rows, int64_t in, int64_t out, float alpha = 1.f,
           float beta = 0.f) {
@@ -66,7 +69,8 @@ Result<std::unique_ptr<Decoder>> Decoder::Create(Model& model, int64_t max_batch
   d->embed_ = get("model.embed_tokens.weight");
   d->final_norm_ = get("model.norm.weight");
   d->head_ = get("lm_head.weight");
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+  // One decoder layer's weights (main layers and the MTP layer alike).
+  auto build = [&](int64_t l) -> Result<std::unique_ptr<Layer>> {
     auto layer = std::make_unique<Layer>();
     const std::string p = LayerPrefix(l), a = p + "self_attn.";
     layer->idx = l;
@@ -106,13 +110,33 @@ Result<std::unique_ptr<Decoder>> Decoder::Create(Model& model, int64_t max_batch
       stacked = stacked && get(p + "mlp.up_proj.weight") == layer->gate_up + I * H;
     }
     if (!stacked) return InternalError("Decoder: layer " + std::to_string(l) + "'s MLP weights are not stacked");
+    return layer;
+  };
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    ASSIGN_OR_RETURN(auto layer, build(l));
     layer->cache = d->cache_.data() + l * max_batch * max_len * lc;
     d->layers_.push_back(std::move(layer));
+  }
+  // The (first) MTP layer, when the model holds it.
+  const int64_t L = c.num_hidden_layers;
+  const std::string mp = LayerPrefix(L);
+  if (c.num_nextn_predict_layers > 0 && get(mp + "eh_proj.weight") != nullptr) {
+    ASSIGN_OR_RETURN(d->mtp_, build(L));
+    d->mtp_enorm_ = get(mp + "enorm.weight");
+    d->mtp_hnorm_ = get(mp + "hnorm.weight");
+    d->mtp_eh_proj_ = get(mp + "eh_proj.weight");
+    d->mtp_shared_norm_ = get(mp + "shared_head.norm.weight");
+    if (d->mtp_enorm_ == nullptr || d->mtp_hnorm_ == nullptr || d->mtp_shared_norm_ == nullptr) {
+      return InternalError("Decoder: the MTP layer " + std::to_string(L) + " lacks its norms");
+    }
+    d->mtp_cache_.assign(static_cast<size_t>(max_len * lc), 0.f);
+    d->mtp_->cache = d->mtp_cache_.data();
   }
   d->rope_positions_ = std::max<int64_t>(c.max_position_embeddings, max_len);
   d->rope_ = BuildRopeTable(c, d->rope_positions_);
 
-  const int64_t B = max_batch, nh = c.num_attention_heads, V = c.vocab_size;
+  d->rows_ = std::max<int64_t>(max_batch, kExtendChunk);
+  const int64_t B = d->rows_, nh = c.num_attention_heads, V = c.vocab_size;
   const int64_t widest = std::max({2 * I, 2 * c.n_shared_experts * Im, 2 * Im});
   d->x_.resize(B * H);
   d->xn_.resize(B * H);
@@ -131,6 +155,8 @@ Result<std::unique_ptr<Decoder>> Decoder::Create(Model& model, int64_t max_batch
   d->topk_.resize(B * c.num_experts_per_tok);
   d->rstd_.resize(B);
   d->pos_.resize(B);
+  d->seq_.resize(B);
+  if (d->mtp_) d->cat_.resize(B * 2 * H);
   (void)V;
   return d;
 }
@@ -140,9 +166,100 @@ int64_t Decoder::cache_bytes() const { return static_cast<int64_t>(cache_.size()
 void Decoder::Reset() {
   len_ = 0;
   batch_ = 0;
+  mtp_len_ = 0;
 }
 
-Status Decoder::Step(const int32_t* tokens, int B, float* logits) {
+void Decoder::Truncate(int64_t len) { len_ = std::clamp<int64_t>(len, 0, len_); }
+
+void Decoder::MtpTruncate(int64_t len) { mtp_len_ = std::clamp<int64_t>(len, 0, mtp_len_); }
+
+Status Decoder::CheckTokens(const int32_t* tokens, int n) const {
+  for (int b = 0; b < n; ++b) {
+    if (tokens[b] < 0 || tokens[b] >= c_.vocab_size) {
+      return InvalidArgumentError("Decoder: token " + std::to_string(tokens[b]) + " outside the vocabulary");
+    }
+  }
+  return Status::OK();
+}
+
+void Decoder::LayerRows(Layer& l, int n) {
+  const int64_t H = c_.hidden_size;
+  const int h = static_cast<int>(H);
+  const float eps = static_cast<float>(c_.rms_norm_eps);
+  kernels::rmsnorm_forward(xn_.data(), rstd_.data(), x_.data(), l.in_norm, n, h, eps);
+  Attention(l, tmp_.data(), xn_.data(), n);
+  for (int64_t i = 0; i < n * H; ++i) x_[i] += tmp_[i];
+  kernels::rmsnorm_forward(xn_.data(), rstd_.data(), x_.data(), l.post_norm, n, h, eps);
+  Ffn(l, tmp_.data(), xn_.data(), n);
+  for (int64_t i = 0; i < n * H; ++i) x_[i] += tmp_[i];
+}
+
+void Decoder::MainRows(int n, float* logits, float* normed_hidden) {
+  const int64_t H = c_.hidden_size;
+  for (auto& layer : layers_) LayerRows(*layer, n);
+  kernels::rmsnorm_forward(xn_.data(), rstd_.data(), x_.data(), final_norm_, n, static_cast<int>(H),
+                           static_cast<float>(c_.rms_norm_eps));
+  if (normed_hidden != nullptr) std::memcpy(normed_hidden, xn_.data(), sizeof(float) * n * H);
+  Gemm(logits, xn_.data(), head_, n, H, c_.vocab_size);
+}
+
+Status Decoder::Extend(const int32_t* tokens, int n, float* logits, float* normed_hidden) {
+  if (n <= 0) return InvalidArgumentError("Decoder::Extend: no tokens");
+  if (len_ > 0 && batch_ != 1) {
+    return InvalidArgumentError("Decoder::Extend: one sequence only (the cache holds " + std::to_string(batch_) + ")");
+  }
+  if (len_ + n > max_len_) {
+    return FailedPreconditionError("Decoder::Extend: " + std::to_string(n) + " more tokens do not fit the KV cache (" +
+                                   std::to_string(len_) + " of " + std::to_string(max_len_) + " used)");
+  }
+  RETURN_IF_ERROR(CheckTokens(tokens, n));
+  batch_ = 1;
+  const int64_t H = c_.hidden_size, V = c_.vocab_size;
+  for (int done = 0; done < n;) {
+    const int m = static_cast<int>(std::min<int64_t>(rows_, n - done));
+    for (int i = 0; i < m; ++i) {
+      std::memcpy(x_.data() + i * H, embed_ + static_cast<int64_t>(tokens[done + i]) * H, sizeof(float) * H);
+      seq_[i] = 0;
+      pos_[i] = static_cast<int32_t>(len_ + i);
+    }
+    MainRows(m, logits + done * V, normed_hidden ? normed_hidden + done * H : nullptr);
+    len_ += m;
+    done += m;
+  }
+  return Status::OK();
+}
+
+Status Decoder::MtpExtend(const float* normed_hidden, const int32_t* next_tokens, int n, float* logits) {
+  if (!mtp_) return FailedPreconditionError("Decoder: the model has no MTP layer");
+  if (n <= 0) return InvalidArgumentError("Decoder::MtpExtend: no rows");
+  if (mtp_len_ + n > max_len_) return FailedPreconditionError("Decoder::MtpExtend: the MTP cache is full");
+  RETURN_IF_ERROR(CheckTokens(next_tokens, n));
+  const int64_t H = c_.hidden_size, V = c_.vocab_size;
+  const int h = static_cast<int>(H);
+  const float eps = static_cast<float>(c_.rms_norm_eps);
+  for (int done = 0; done < n;) {
+    const int m = static_cast<int>(std::min<int64_t>(rows_, n - done));
+    // h' = eh_proj · [enorm(Emb(x_{j+1})) ; hnorm(h_j)]: embedding first, as in training (model_step.cc).
+    for (int i = 0; i < m; ++i) {
+      std::memcpy(tmp_.data() + i * H, embed_ + static_cast<int64_t>(next_tokens[done + i]) * H, sizeof(float) * H);
+      seq_[i] = 0;
+      pos_[i] = static_cast<int32_t>(mtp_len_ + i);
+    }
+    kernels::rmsnorm_forward(xn_.data(), rstd_.data(), tmp_.data(), mtp_enorm_, m, h, eps);
+    for (int i = 0; i < m; ++i) std::memcpy(cat_.data() + i * 2 * H, xn_.data() + i * H, sizeof(float) * H);
+    kernels::rmsnorm_forward(xn_.data(), rstd_.data(), normed_hidden + done * H, mtp_hnorm_, m, h, eps);
+    for (int i = 0; i < m; ++i) std::memcpy(cat_.data() + i * 2 * H + H, xn_.data() + i * H, sizeof(float) * H);
+    Gemm(x_.data(), cat_.data(), mtp_eh_proj_, m, 2 * H, H);
+    LayerRows(*mtp_, m);
+    kernels::rmsnorm_forward(xn_.data(), rstd_.data(), x_.data(), mtp_shared_norm_, m, h, eps);
+    Gemm(logits + done * V, xn_.data(), head_, m, H, V);
+    mtp_len_ += m;
+    done += m;
+  }
+  return Status::OK();
+}
+
+Status Decoder::Step(const int32_t* tokens, int B, float* logits, float* normed_hidden) {
   if (B <= 0 || B > max_batch_ || (len_ > 0 && B != batch_)) {
     return InvalidArgumentError("Decoder::Step: batch of " + std::to_string(B) + " (max " +
                                 std::to_string(max_batch_) + (len_ > 0 ? ", current " + std::to_string(batch_) : "") +
@@ -152,38 +269,25 @@ Status Decoder::Step(const int32_t* tokens, int B, float* logits) {
     return FailedPreconditionError("Decoder::Step: the KV cache is full (" + std::to_string(max_len_) +
                                    " tokens); Reset() it");
   }
-  for (int b = 0; b < B; ++b) {
-    if (tokens[b] < 0 || tokens[b] >= c_.vocab_size) {
-      return InvalidArgumentError("Decoder::Step: token " + std::to_string(tokens[b]) + " outside the vocabulary");
-    }
-  }
+  RETURN_IF_ERROR(CheckTokens(tokens, B));
   batch_ = B;
   const int64_t H = c_.hidden_size;
-  const int h = static_cast<int>(H);
-  const float eps = static_cast<float>(c_.rms_norm_eps);
   for (int b = 0; b < B; ++b) {
     std::memcpy(x_.data() + b * H, embed_ + static_cast<int64_t>(tokens[b]) * H, sizeof(float) * H);
+    seq_[b] = b;
     pos_[b] = static_cast<int32_t>(len_);
   }
-  for (auto& layer : layers_) {
-    kernels::rmsnorm_forward(xn_.data(), rstd_.data(), x_.data(), layer->in_norm, B, h, eps);
-    Attention(*layer, tmp_.data(), xn_.data(), B);
-    for (int64_t i = 0; i < B * H; ++i) x_[i] += tmp_[i];
-    kernels::rmsnorm_forward(xn_.data(), rstd_.data(), x_.data(), layer->post_norm, B, h, eps);
-    Ffn(*layer, tmp_.data(), xn_.data(), B);
-    for (int64_t i = 0; i < B * H; ++i) x_[i] += tmp_[i];
-  }
-  kernels::rmsnorm_forward(xn_.data(), rstd_.data(), x_.data(), final_norm_, B, h, eps);
-  Gemm(logits, xn_.data(), head_, B, H, c_.vocab_size);
+  MainRows(B, logits, normed_hidden);
   ++len_;
   return Status::OK();
 }
 
-// Absorbed MLA (§2.5) for the token at position len_ of every sequence.
+// Absorbed MLA (§2.5) for rows b = 0..B-1: row b is position pos_[b] of sequence seq_[b] and attends to that
+// sequence's cached positions 0..pos_[b] (its own included, written here first).
 void Decoder::Attention(Layer& l, float* out, const float* xn, int B) {
   const int64_t H = c_.hidden_size, nh = c_.num_attention_heads, dn = c_.qk_nope_head_dim;
   const int64_t dr = c_.qk_rope_head_dim, dqk = c_.qk_head_dim(), dv = c_.v_head_dim, dc = c_.kv_lora_rank;
-  const int64_t lc = dc + dr, dq = c_.q_lora_rank, n = len_ + 1;
+  const int64_t lc = dc + dr, dq = c_.q_lora_rank;
   const float eps = static_cast<float>(c_.rms_norm_eps), scale = static_cast<float>(c_.softmax_scale());
   float* q = q_.data();
   if (c_.has_q_lora()) {
@@ -198,7 +302,7 @@ void Decoder::Attention(Layer& l, float* out, const float* xn, int B) {
   // Cache this token's normalised latent and rotated rope key.
   Gemm(kv_a_.data(), xn, l.kv_a, B, H, lc);
   for (int b = 0; b < B; ++b) {
-    float* slot = l.cache + (b * max_len_ + len_) * lc;
+    float* slot = l.cache + (static_cast<int64_t>(seq_[b]) * max_len_ + pos_[b]) * lc;
     float r;
     kernels::rmsnorm_forward(slot, &r, kv_a_.data() + b * lc, l.kv_norm, 1, static_cast<int>(dc), eps);
     kernels::rope_forward(slot + dc, kv_a_.data() + b * lc + dc, pos_.data() + b, rope_.data(), 1, 1,
@@ -214,7 +318,8 @@ void Decoder::Attention(Layer& l, float* out, const float* xn, int B) {
     }
   }
   for (int b = 0; b < B; ++b) {
-    const float* cache = l.cache + b * max_len_ * lc;
+    const float* cache = l.cache + static_cast<int64_t>(seq_[b]) * max_len_ * lc;
+    const int64_t n = static_cast<int64_t>(pos_[b]) + 1;
     float* s = scores_.data();
     sgemm(false, true, nh, n, lc, scale, qhat_.data() + b * nh * lc, lc, cache, lc, 0.f, s, n);
     for (int64_t hd = 0; hd < nh; ++hd) {  // softmax over the n visible positions, in fp32

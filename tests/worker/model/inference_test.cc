@@ -9,6 +9,7 @@
 #include <random>
 
 #include "tests/worker/model/test_util.h"
+#include "worker/infer/generate.h"
 #include "worker/model/model.h"
 
 namespace shoal::model {
@@ -113,6 +114,70 @@ TEST(DecoderTest, GenerateGreedyAndSampled) {
   std::vector<int32_t> longer(B * (G + 2));
   EXPECT_TRUE(Generate(**d, prompt.data(), B, P, G + 1, 0.f, 0, longer.data()).ok());
   EXPECT_EQ(Generate(**d, prompt.data(), B, P, G + 2, 0.f, 0, longer.data()).code(), StatusCode::kInvalidArgument);
+}
+
+// One sequence in multi-token passes (Extend, chunked past 16 rows, with a Truncate in between) gives the
+// forward's logits, and the MTP layer over the decoder's hidden states gives the forward's MTP logits.
+TEST(DecoderTest, ExtendTruncateAndMtpMatchTheForward) {
+  auto c = ModelPreset("demo");
+  ASSERT_TRUE(c.ok());
+  const int T = 24;
+  auto model = Model::Create(*c, {.max_batch = 1, .max_seq = T});
+  ASSERT_TRUE(model.ok());
+  (*model)->InitRandom(31, 0.08f);
+  std::mt19937_64 rng(32);
+  std::vector<int32_t> tokens(T + 1);
+  for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % c->vocab_size);
+  const int64_t V = c->vocab_size, H = c->hidden_size;
+  std::vector<float> full(static_cast<size_t>(T) * V), full_mtp(static_cast<size_t>(T) * V);
+  MicroBatch mb{.inputs = tokens.data(), .mtp_inputs = tokens.data() + 1, .B = 1, .T = T};
+  ASSERT_TRUE((*model)->Forward(mb, full.data(), full_mtp.data()).ok());
+  const double scale = testing_util::MaxAbs(full.data(), static_cast<int64_t>(full.size()));
+
+  auto dec = Decoder::Create(**model, 1, T);
+  ASSERT_TRUE(dec.ok()) << dec.status();
+  ASSERT_TRUE((*dec)->has_mtp());
+  std::vector<float> logits(static_cast<size_t>(T) * V), hidden(static_cast<size_t>(T) * H);
+  // 5 tokens, cut back to 3 (a rejected draft), then the other 21 in one pass (two chunks).
+  ASSERT_TRUE((*dec)->Extend(tokens.data(), 5, logits.data(), hidden.data()).ok());
+  (*dec)->Truncate(3);
+  EXPECT_EQ((*dec)->length(), 3);
+  ASSERT_TRUE((*dec)->Extend(tokens.data() + 3, T - 3, logits.data() + 3 * V, hidden.data() + 3 * H).ok());
+  EXPECT_EQ((*dec)->length(), T);
+  const double worst = testing_util::MaxAbsDiff(logits.data(), full.data(), T * V);
+  std::vector<float> mtp(static_cast<size_t>(T) * V);
+  ASSERT_TRUE((*dec)->MtpExtend(hidden.data(), tokens.data() + 1, T, mtp.data()).ok());
+  const double worst_mtp = testing_util::MaxAbsDiff(mtp.data(), full_mtp.data(), T * V);
+  std::printf("[decoder] Extend vs forward max|diff| %.3g, MTP %.3g (max|logit| %.3g)\n", worst, worst_mtp, scale);
+  EXPECT_LE(worst, 1e-5 * std::max(1.0, scale));
+  EXPECT_LE(worst_mtp, 1e-5 * std::max(1.0, scale));
+  EXPECT_EQ((*dec)->Extend(tokens.data(), 1, logits.data()).code(), StatusCode::kFailedPrecondition);  // full
+}
+
+// Speculative decoding gives the greedy completion, whatever the MTP layer drafts (here: a random one).
+TEST(DecoderTest, SpeculativeDecodingGivesTheGreedyCompletion) {
+  auto c = ModelPreset("demo");
+  ASSERT_TRUE(c.ok());
+  auto model = Model::Create(*c, {.max_batch = 1, .max_seq = 64});
+  ASSERT_TRUE(model.ok());
+  (*model)->InitRandom(41, 0.08f);
+  const std::vector<int32_t> prompt = {16, 65, 66, 67, 60, 70, 71};
+  infer::SamplingOptions o;
+  o.max_new_tokens = 40;
+  o.eos_id = -1;  // never stops early
+  std::mt19937_64 rng(0);
+  auto greedy = infer::Generate(**model, {prompt}, o, rng);
+  ASSERT_TRUE(greedy.ok()) << greedy.status();
+  infer::SpeculativeStats stats;
+  auto spec = infer::GenerateSpeculative(**model, prompt, o, &stats);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->tokens, (*greedy)[0].tokens);
+  EXPECT_EQ(stats.main_passes, 1 + stats.drafted);
+  EXPECT_EQ(static_cast<int64_t>(spec->tokens.size()), 1 + stats.drafted + stats.accepted);
+  std::printf("[speculative] random demo model: %lld of %lld drafts accepted\n",
+              static_cast<long long>(stats.accepted), static_cast<long long>(stats.drafted));
+  o.temperature = 1.0f;
+  EXPECT_EQ(infer::GenerateSpeculative(**model, prompt, o, &stats).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(DecoderTest, NeedsTheWholeModel) {
