@@ -139,6 +139,9 @@ struct PhaseSpec {
   std::optional<double> lr;
   std::optional<double> min_lr;
   std::optional<int64_t> warmup_steps;
+  // λ of the MTP loss in this phase: a schedule across phases, e.g. DeepSeek-V3's 0.3 for the first 10T tokens
+  // and 0.1 after, as two pre-training phases.
+  std::optional<double> mtp_lambda;
   // grpo only (a pretrain/sft phase that sets one is an error). Each step samples global_batch / group_size
   // prompts, group_size completions each.
   std::string reward;            // rule-based reward by name, e.g. exact_match; required for grpo
@@ -151,6 +154,7 @@ struct PhaseSpec {
   double effective_lr(const TrainSpec& t) const { return lr.value_or(t.lr); }
   double effective_min_lr(const TrainSpec& t) const { return min_lr.value_or(t.min_lr); }
   int64_t effective_warmup_steps(const TrainSpec& t) const { return warmup_steps.value_or(t.warmup_steps); }
+  double effective_mtp_lambda(const TrainSpec& t) const { return mtp_lambda.value_or(t.mtp_lambda); }
   friend bool operator==(const PhaseSpec&, const PhaseSpec&) = default;
 };
 

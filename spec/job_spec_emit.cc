@@ -78,6 +78,7 @@ void EmitPhase(YAML::Emitter& out, const PhaseSpec& ph) {
   if (ph.lr) Put(out, "lr", *ph.lr);
   if (ph.min_lr) Put(out, "min_lr", *ph.min_lr);
   if (ph.warmup_steps) Put(out, "warmup_steps", *ph.warmup_steps);
+  if (ph.mtp_lambda) Put(out, "mtp_lambda", *ph.mtp_lambda);
   if (ph.kind == PhaseKind::kGrpo) {
     Put(out, "reward", ph.reward);
     Put(out, "group_size", ph.group_size);

@@ -470,8 +470,8 @@ constexpr std::string_view kGrpoKeys[] = {"reward", "group_size", "kl_beta", "cl
 
 void ReadPhase(Reader& r, const YAML::Node& node, const std::string& path, PhaseSpec* ph) {
   static const std::vector<std::string> kKnown =
-      Names({"name", "kind", "data", "steps", "checkpoint", "lr", "min_lr", "warmup_steps", "reward", "group_size",
-             "kl_beta", "clip_eps", "max_new_tokens", "temperature"});
+      Names({"name", "kind", "data", "steps", "checkpoint", "lr", "min_lr", "warmup_steps", "mtp_lambda", "reward",
+             "group_size", "kl_beta", "clip_eps", "max_new_tokens", "temperature"});
   std::vector<Entry> entries = r.Entries(node, path, node.Mark(), kKnown);
   if (!node.IsMap()) return;
   r.Require(entries, node, path, {"name", "kind", "data", "steps"});
@@ -501,6 +501,10 @@ void ReadPhase(Reader& r, const YAML::Node& node, const std::string& path, Phase
     if (k == "warmup_steps") {
       int64_t v = 0;
       if (r.Int(f, IntRule::kNonNegative, &v)) ph->warmup_steps = v;
+    }
+    if (k == "mtp_lambda") {
+      double v = 0;
+      if (r.Number(f, NumRule::kNonNegative, &v)) ph->mtp_lambda = v;
     }
     if (k == "reward") r.String(f, &ph->reward);
     if (k == "group_size") r.Int(f, IntRule::kPositive, &ph->group_size);

@@ -521,7 +521,7 @@ Status DistributedTrainer::State::RunPhase(size_t phase_index, const std::option
     RETURN_IF_ERROR(SumOver(dp_group, counts, &comm_s).WithContext("global target counts"));
     const model::LossScales scales = model::MeanLossScales(
         static_cast<int64_t>(counts[0]), static_cast<int64_t>(counts[1]), sp.model.config.num_nextn_predict_layers,
-        static_cast<float>(sp.train.mtp_lambda), static_cast<double>(micro) / static_cast<double>(global));
+        static_cast<float>(phase.effective_mtp_lambda(sp.train)), static_cast<double>(micro) / static_cast<double>(global));
     std::vector<data::Batch> rows;
     std::vector<model::MicroBatch> mbs;
     rows.reserve(static_cast<size_t>(m));

@@ -305,7 +305,7 @@ Status Trainer::State::RunPhase(size_t phase_index, const std::optional<RestoreP
   const int64_t global = spec.train.global_batch;
   const int64_t num_micro = global / micro;
   const float gamma = static_cast<float>(spec.train.bias_update_speed);
-  const float lambda = static_cast<float>(spec.train.mtp_lambda);
+  const float lambda = static_cast<float>(phase.effective_mtp_lambda(spec.train));
   spdlog::info("phase '{}' ({}): steps {}..{}, {} micro-batches of {} x {} tokens per step", phase.name,
                ToString(phase.kind), start_step + 1, phase.steps, num_micro, micro, spec.train.seq_len);
 

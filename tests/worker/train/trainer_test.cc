@@ -144,5 +144,35 @@ TEST_F(TrainerTest, StopIsHonouredBetweenSteps) {
   EXPECT_TRUE(rec.steps.empty());
 }
 
+// The MTP loss weight per phase (a schedule across phases): with λ = 0 in the second phase the MTP layer gets no
+// gradient there, so the main loss of that phase follows another path than with the default λ.
+TEST_F(TrainerTest, PhaseMtpLambdaOverridesTheJobsWeight) {
+  auto run = [&](const std::string& yaml, const std::string& sub) {
+    Recorder rec;
+    auto c = Config(yaml);
+    c.checkpoint_root = dir_ + "/" + sub;
+    auto trainer = Trainer::Create(std::move(c), &rec);
+    EXPECT_TRUE(trainer.ok()) << trainer.status();
+    std::atomic<bool> stop{false};
+    EXPECT_TRUE((*trainer)->Run(stop).ok());
+    std::vector<double> losses;
+    for (const auto& m : rec.steps) losses.push_back(m.loss);
+    return losses;
+  };
+  std::string with_zero = kSpec;
+  with_zero.replace(with_zero.find("steps: 4, checkpoint"), 5, "mtp_lambda: 0.0, steps");
+  auto spec = ParseJobSpec(with_zero, "tiny.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->phases[1].mtp_lambda, 0.0);
+  EXPECT_DOUBLE_EQ(spec->phases[0].effective_mtp_lambda(spec->train), spec->train.mtp_lambda);
+  const auto a = run(kSpec, "a"), b = run(with_zero, "b");
+  ASSERT_EQ(a.size(), 12u);
+  ASSERT_EQ(b.size(), 12u);
+  for (int i = 0; i < 9; ++i) EXPECT_EQ(a[i], b[i]) << i;  // the same until the first update of phase 2
+  bool differs = false;
+  for (int i = 9; i < 12; ++i) differs = differs || a[i] != b[i];
+  EXPECT_TRUE(differs);
+}
+
 }  // namespace
 }  // namespace shoal::train
