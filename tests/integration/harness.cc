@@ -99,6 +99,12 @@ Cluster::~Cluster() {
   }
   if (::testing::Test::HasFailure()) {
     std::fprintf(stderr, "--- coordinator log ---\n%s\n", ReadLog("coordinator").c_str());
+    // What the processes printed outside their logs (crashes, aborts).
+    for (const auto& [name, pid] : workers_) {
+      std::ifstream err(dir_ + "/logs/" + name + ".err");
+      std::string text((std::istreambuf_iterator<char>(err)), std::istreambuf_iterator<char>());
+      if (!text.empty()) std::fprintf(stderr, "--- %s stderr ---\n%s\n", name.c_str(), text.c_str());
+    }
   }
   std::error_code ec;
   fs::remove_all(dir_, ec);

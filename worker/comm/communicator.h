@@ -51,8 +51,14 @@
 // epoch and never matches the send later, and the send is orphaned (UCX may still read, never write, the
 // caller's buffer until the communicator is destroyed; with cma only the peer's kernel reads it). tcp mode
 // force-closes the data endpoint instead, which completes the send. Both modes rebuild broken links at the next
-// Connect. Default: shm, for ~3x the bandwidth at equal failure detection; SHOAL_UCX_MODE=tcp (or
-// CommunicatorOptions::transport) picks tcp.
+// Connect.
+//
+// Default: tcp. shm has ~3x the bandwidth but is not safe against a peer killed mid-transfer: a cma rendezvous
+// read (process_vm_readv) from a peer that has just died is fatal in UCX 1.13 and aborts this process too
+// ("cma_ep.c: process_vm_readv ... No such process", seen about once in ten kill -9 runs of
+// tests/integration/distributed_test.cc), and without cma a receive that matched the dead peer's rendezvous can
+// neither complete nor be withdrawn. In tcp (PEER) mode UCX fails every request of a dead peer by itself.
+// SHOAL_UCX_MODE=shm (or CommunicatorOptions::transport) picks shm where the speed is worth that risk.
 #pragma once
 
 #include <chrono>
@@ -82,7 +88,7 @@ std::string_view TransportName(Transport transport);
 Result<Transport> ParseTransport(std::string_view text);
 
 struct CommunicatorOptions {
-  Transport transport = Transport::kShm;
+  Transport transport = Transport::kTcp;
   // shm: a PEER-mode tcp endpoint beside each data endpoint, so that UCX reports a dead peer. Without it, a dead
   // peer is only noticed by Wait deadlines.
   bool liveness_endpoints = true;

@@ -293,6 +293,9 @@ Result<std::unique_ptr<ZeroOptimizer>> DistributedTrainer::State::MakeOptimizer(
 
 Status DistributedTrainer::Run(const std::atomic<bool>& stop) {
   s_->wait.stop = &stop;
+  s_->exec->SetWaitPolicy(s_->wait);
+  if (s_->ep) s_->ep->SetStop(&stop);
+  if (s_->ep_lane1) s_->ep_lane1->SetStop(&stop);
   const JobSpec& spec = s_->spec();
   size_t first = 0;
   std::optional<train::RestorePoint> restore = s_->config.trainer.restore;

@@ -149,7 +149,17 @@ Status EpExchange::WaitWithin(ExchangeTicket ticket, std::chrono::steady_clock::
   Pending* p = Find(ticket.id);
   CHECK(p != nullptr) << "EpExchange: Wait on unknown ticket " << ticket.id;
   const auto t0 = Clock::now();
-  Status st = p->handle.Wait(timeout);
+  const auto deadline = t0 + timeout;
+  Status st;
+  for (;;) {  // in slices, so that a raised stop flag is seen within 50 ms
+    const auto until = stop_ != nullptr ? std::min(deadline, Clock::now() + std::chrono::milliseconds(50)) : deadline;
+    st = p->handle.WaitUntil(until);
+    if (st.code() != StatusCode::kDeadlineExceeded || Clock::now() >= deadline) break;
+    if (stop_ != nullptr && stop_->load()) {
+      st = CancelledError("stopped while waiting for " + p->handle.name());
+      break;
+    }
+  }
   const auto t1 = Clock::now();
   stats_.wait_seconds += std::chrono::duration<double>(t1 - t0).count();
   if (!st.ok()) {

@@ -17,6 +17,7 @@
 // group; the exchange itself keeps no state that needs repair.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -67,6 +68,9 @@ class EpExchange : public model::ExpertExchange {
   // Waits up to `max_wait` (0: not at all) for the exchange to end; true when it has (OK or not: Wait says
   // which). Time spent here counts as wait time.
   bool Poll(model::ExchangeTicket ticket, std::chrono::microseconds max_wait);
+  // A raised flag ends waits with Cancelled (the job is being stopped); null: only the deadline ends them.
+  void SetStop(const std::atomic<bool>* stop) { stop_ = stop; }
+  bool stopped() const { return stop_ != nullptr && stop_->load(); }
   // Wait with an explicit timeout instead of options().deadline.
   Status WaitWithin(model::ExchangeTicket ticket, std::chrono::steady_clock::duration timeout);
 
@@ -86,6 +90,7 @@ class EpExchange : public model::ExpertExchange {
   EpExchangeOptions options_;
   Stats stats_;
   int64_t next_id_ = 0;
+  const std::atomic<bool>* stop_ = nullptr;
   std::vector<std::unique_ptr<Pending>> pending_;  // in flight, by ticket
 };
 

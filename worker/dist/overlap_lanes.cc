@@ -46,7 +46,7 @@ Status LaneExchange::Wait(model::ExchangeTicket ticket) {
   // turn first waits a little on its own exchange so that the baton does not spin between them.
   bool yielded_last = false;
   while (!base_->Poll(ticket, yielded_last ? std::chrono::microseconds(50) : std::chrono::microseconds(0))) {
-    if (std::chrono::steady_clock::now() >= deadline) break;  // Wait reports the deadline
+    if (std::chrono::steady_clock::now() >= deadline || base_->stopped()) break;  // WaitWithin reports it
     yielded_last = baton_->Yield(lane_);
     if (!yielded_last) break;  // the other lane finished: block on the exchange
     ++yields_;

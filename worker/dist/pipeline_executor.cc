@@ -313,6 +313,8 @@ void PipelineExecutor::SetOverlapExchanges(EpExchange* lane0, EpExchange* lane1)
 
 int64_t PipelineExecutor::overlap_yields() const { return impl_->yields; }
 
+void PipelineExecutor::SetWaitPolicy(const WaitPolicy& wait) { impl_->wait = wait; }
+
 PipelineExecutor::~PipelineExecutor() {
   if (impl_) impl_->Abandon();
 }

@@ -87,6 +87,8 @@ class PipelineExecutor {
   // then run their backward half on `lane1` (an EpExchange of the same members under another group id) and
   // interleave with the forward half. Both outlive the executor; nulls turn the overlap off.
   void SetOverlapExchanges(EpExchange* lane0, EpExchange* lane1);
+  // Replaces the wait policy given to Create (the trainer hands over its stop flag when Run starts).
+  void SetWaitPolicy(const WaitPolicy& wait);
   // Baton hand-overs inside F&B pairs so far (the times one half's all-to-all let the other half compute).
   int64_t overlap_yields() const;
 

@@ -92,12 +92,12 @@ TEST(TransportTest, ParsesModesAndTheEnvironment) {
   EXPECT_EQ(*ParseTransport("shm"), Transport::kShm);
   EXPECT_EQ(*ParseTransport("tcp"), Transport::kTcp);
   EXPECT_EQ(ParseTransport("rdma").status().code(), StatusCode::kInvalidArgument);
-  ::setenv("SHOAL_UCX_MODE", "tcp", 1);
-  EXPECT_EQ(CommunicatorOptions::FromEnvironment()->transport, Transport::kTcp);
+  ::setenv("SHOAL_UCX_MODE", "shm", 1);
+  EXPECT_EQ(CommunicatorOptions::FromEnvironment()->transport, Transport::kShm);
   ::setenv("SHOAL_UCX_MODE", "bogus", 1);
   EXPECT_EQ(CommunicatorOptions::FromEnvironment().status().code(), StatusCode::kInvalidArgument);
   ::unsetenv("SHOAL_UCX_MODE");
-  EXPECT_EQ(CommunicatorOptions::FromEnvironment()->transport, Transport::kShm);
+  EXPECT_EQ(CommunicatorOptions::FromEnvironment()->transport, Transport::kTcp);  // the safe default
 }
 
 TEST(CommunicatorTest, PublishesAnAddressAndRefusesOperationsBeforeConnect) {

@@ -327,6 +327,40 @@ TEST_F(DistTrainerTest, ADeadRankEndsEveryOtherRankWithAnErrorNotAHang) {
   }
 }
 
+// A peer that hangs without dying (connected, never sends): the job's stop flag (the coordinator releasing the
+// job) ends the waiting rank's step at once instead of after the data-plane deadline.
+TEST_F(DistTrainerTest, StopEndsAWaitOnAHungPeer) {
+  auto spec = Spec("{pipeline: 2, data: 1}", 50, 50);
+  std::vector<std::unique_ptr<comm::Communicator>> comms;
+  std::map<int, std::string> peers;
+  for (int r = 0; r < 2; ++r) {
+    auto c = comm::Communicator::Create({});
+    ASSERT_TRUE(c.ok()) << c.status();
+    peers[r] = (*c)->address();
+    comms.push_back(std::move(*c));
+  }
+  ASSERT_TRUE(comms[0]->Connect(1, 0, peers).ok());  // rank 0 is there but never trains
+  Recorder events;
+  DistConfig config;
+  config.trainer = Config(spec, dir_ + "/hung");
+  config.trainer.pp_rank = 1;  // waits for rank 0's activations from its first op on
+  config.peers = peers;
+  config.comm_timeout = std::chrono::seconds(60);
+  auto trainer = DistributedTrainer::Create(std::move(config), comms[1].get(), &events);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  std::atomic<bool> stop{false};
+  Status result;
+  const auto t0 = Clock::now();
+  std::thread run([&] { result = (*trainer)->Run(stop); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  stop = true;
+  run.join();
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  EXPECT_EQ(result.code(), StatusCode::kCancelled) << result;
+  EXPECT_LT(seconds, 10.0);  // not the 60 s deadline
+  EXPECT_TRUE(events.steps.empty());
+}
+
 // The recipe's payloads (reference/deepseek-v3.md §5.5): dispatch in FP8 with power-of-two scales, combine in
 // BF16. Fewer bytes cross the wire and the curve stays close to the fp32 exchange's.
 TEST_F(DistTrainerTest, Fp8DispatchAndBf16CombineMoveFewerBytesAndTrainAlike) {
