@@ -586,6 +586,9 @@ int RunMode(Transport mode, int reps, size_t max_size, bool perftest, int* port)
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Line-buffered even into a pipe: the peer processes are forked from here and would otherwise flush a copy of
+  // whatever this process had buffered when they exit, printing tables twice.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.size() >= 6 && args[0] == "--peer") {
     Result<Transport> mode = ParseTransport(args[3]);
