@@ -162,10 +162,8 @@ void TrainingJobRunner::Start(protocol::MessagePtr assignment) {
       dist->hosts[r] = Str(peer.getHost());
     }
     for (auto st : a.getSelf().getStages()) dist->stages.push_back(static_cast<int>(st));
-    if (config.spec.parallel.expert > 1 || a.getSelf().getExpertEnd() > 0) {
-      dist->expert_begin = a.getSelf().getExpertBegin();
-      dist->expert_end = a.getSelf().getExpertEnd();
-    }
+    dist->expert_begin = a.getSelf().getExpertBegin();
+    dist->expert_end = a.getSelf().getExpertEnd();
   }
   comm::Communicator* comm = comm_;
   run->thread = std::thread([raw, comm, config = std::move(config), dist = std::move(dist)]() mutable {

@@ -28,16 +28,8 @@ phases:
 )";
 }
 
-Cluster::Options Training() {
-  Cluster::Options o;
-  o.idle_workers = false;
-  o.dead_ms = 1500;
-  o.suspect_ms = 500;
-  return o;
-}
-
 TEST(DistributedTest, FourWorkerDualPipeJobTrainsReportsRanksAndExports) {
-  Cluster c(Training());
+  Cluster c(Cluster::Training());
   c.StartCoordinator();
   for (const char* w : {"w0", "w1", "w2", "w3"}) c.StartWorker(w);
   std::string spec =
@@ -80,7 +72,7 @@ TEST(DistributedTest, FourWorkerDualPipeJobTrainsReportsRanksAndExports) {
 }
 
 TEST(DistributedTest, KilledWorkerEndsItsPeersStepWithAnErrorAndTheJobResumes) {
-  Cluster c(Training());
+  Cluster c(Cluster::Training());
   c.StartCoordinator();
   c.StartWorker("w0");
   c.StartWorker("w1");

@@ -28,6 +28,14 @@ class Cluster {
     int dead_ms = 800;
     bool idle_workers = true;  // workers acknowledge without training (control-plane tests)
   };
+  // Workers that train, with deadlines loose enough for training steps on a loaded machine.
+  static Options Training() {
+    Options o;
+    o.idle_workers = false;
+    o.dead_ms = 1500;
+    o.suspect_ms = 500;
+    return o;
+  }
   Cluster();
   explicit Cluster(Options options);
   ~Cluster();  // SIGKILLs every process it started, removes the directory

@@ -27,21 +27,13 @@ phases:
 )";
 }
 
-Cluster::Options Training() {
-  Cluster::Options o;
-  o.idle_workers = false;
-  o.dead_ms = 1500;
-  o.suspect_ms = 500;
-  return o;
-}
-
 std::string Slurp(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
 TEST(TrainingTest, TrainsToSuccessExportsAndTheExportMatchesTheCheckpoint) {
-  Cluster c(Training());
+  Cluster c(Cluster::Training());
   c.StartCoordinator();
   c.StartWorker("w0");
   std::string spec = c.WriteFile("tiny.yaml", TinySpec("tiny", 40, 20));
@@ -87,7 +79,7 @@ TEST(TrainingTest, TrainsToSuccessExportsAndTheExportMatchesTheCheckpoint) {
 }
 
 TEST(TrainingTest, LostWorkerResumesFromTheLastCommittedCheckpointElsewhere) {
-  Cluster c(Training());
+  Cluster c(Cluster::Training());
   c.StartCoordinator();
   c.StartWorker("w0");
   std::string spec = c.WriteFile("tiny.yaml", TinySpec("resume", 400, 25));

@@ -317,11 +317,8 @@ Status DistributedTrainer::Run(const std::atomic<bool>& stop) {
 
 Status DistributedTrainer::State::LoadCheckpoint(const train::RestorePoint& restore, ZeroOptimizer* optimizer) {
   ASSIGN_OR_RETURN(auto merged, checkpoint::LoadMerged(restore.step_dir));
-  RETURN_IF_ERROR(LoadWeights([&](const std::string& name, const std::vector<int64_t>& shape) -> const float* {
-    auto it = merged.params.find(name);
-    if (it == merged.params.end()) return nullptr;
-    if (it->second.shape != shape || it->second.dtype != checkpoint::DType::kF32) return nullptr;
-    return it->second.values<float>().data();
+  RETURN_IF_ERROR(LoadWeights([&](const std::string& name, const std::vector<int64_t>& shape) {
+    return checkpoint::FindF32(merged.params, name, shape);
   }));
   if (optimizer) {
     optimizer->set_step(merged.optimizer_step);

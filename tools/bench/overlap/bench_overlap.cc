@@ -29,6 +29,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -183,6 +184,43 @@ struct NullEvents : train::TrainerEvents {
   void OnCheckpointFailed(const Status& s) override { Fail("checkpoint", s); }
 };
 
+// Every rank of `spec`'s layout on its own thread with its own Communicator, trained to the end; `tweak` adjusts
+// each rank's config, `done(rank, trainer, seconds)` reads the results (on that rank's thread).
+void RunAllRanks(const JobSpec& spec, const std::function<void(dist::DistConfig&)>& tweak,
+                 const std::function<void(int, dist::DistributedTrainer&, double)>& done) {
+  const int dp = spec.parallel.data, world = spec.parallel.world_size();
+  auto comms = Connect(world);
+  const std::string root =
+      std::filesystem::temp_directory_path() / ("shoal-bench-overlap-" + std::to_string(getpid()));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      NullEvents events;
+      dist::DistConfig config;
+      config.trainer.spec = spec;
+      config.trainer.job_id = "bench";
+      config.trainer.epoch = 1;
+      config.trainer.pp_rank = static_cast<uint32_t>(r / dp);
+      config.trainer.dp_rank = static_cast<uint32_t>(r % dp);
+      config.trainer.checkpoint_root = root;
+      config.trainer.threads = 0;
+      config.trainer.eval_batches = 0;
+      config.connect = false;
+      for (int p = 0; p < world; ++p) config.peers[p] = comms[static_cast<size_t>(p)]->address();
+      tweak(config);
+      auto t = dist::DistributedTrainer::Create(std::move(config), comms[static_cast<size_t>(r)].get(), &events);
+      if (!t.ok()) Fail("trainer", t.status());
+      std::atomic<bool> stop{false};
+      const auto t0 = Clock::now();
+      Status s = (*t)->Run(stop);
+      if (!s.ok()) Fail("run", s);
+      done(r, **t, std::chrono::duration<double>(Clock::now() - t0).count());
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::filesystem::remove_all(root);
+}
+
 // ---- part 2: DualPipe's F&B pairs with EP = 2 -----------------------------------------------------------------
 
 struct PairRun {
@@ -200,42 +238,21 @@ PairRun RunPairs(bool serialize, bool overlap_pairs, int steps) {
   auto spec = ParseJobSpec(yaml, "bench-pairs.yaml");
   if (!spec.ok()) Fail("spec", spec.status());
   const int world = 4;
-  auto comms = Connect(world);
-  std::string root = std::filesystem::temp_directory_path() / ("shoal-bench-pairs-" + std::to_string(getpid()));
   std::vector<PairRun> runs(world);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      NullEvents events;
-      dist::DistConfig config;
-      config.trainer.spec = *spec;
-      config.trainer.job_id = "bench";
-      config.trainer.epoch = 1;
-      config.trainer.pp_rank = static_cast<uint32_t>(r / 2);
-      config.trainer.dp_rank = static_cast<uint32_t>(r % 2);
-      config.trainer.checkpoint_root = root;
-      config.trainer.threads = 0;
-      config.trainer.eval_batches = 0;
-      config.connect = false;
-      config.serialize_exchanges = serialize;
-      config.overlap_pairs = overlap_pairs;
-      for (int p = 0; p < world; ++p) config.peers[p] = comms[static_cast<size_t>(p)]->address();
-      auto t = dist::DistributedTrainer::Create(std::move(config), comms[static_cast<size_t>(r)].get(), &events);
-      if (!t.ok()) Fail("trainer", t.status());
-      std::atomic<bool> stop{false};
-      const auto t0 = Clock::now();
-      Status s = (*t)->Run(stop);
-      if (!s.ok()) Fail("run", s);
-      const auto ex = (*t)->exchange_stats();
-      PairRun& out = runs[static_cast<size_t>(r)];
-      out.step_s = std::chrono::duration<double>(Clock::now() - t0).count() / steps;
-      out.exposed_s = ex.wait_seconds / steps;
-      out.bytes = static_cast<double>(ex.bytes_sent) / steps;
-      out.yields = ex.overlap_yields / steps;
-    });
-  }
-  for (auto& t : threads) t.join();
-  std::filesystem::remove_all(root);
+  RunAllRanks(
+      *spec,
+      [&](dist::DistConfig& config) {
+        config.serialize_exchanges = serialize;
+        config.overlap_pairs = overlap_pairs;
+      },
+      [&](int r, dist::DistributedTrainer& t, double seconds) {
+        const auto ex = t.exchange_stats();
+        PairRun& out = runs[static_cast<size_t>(r)];
+        out.step_s = seconds / steps;
+        out.exposed_s = ex.wait_seconds / steps;
+        out.bytes = static_cast<double>(ex.bytes_sent) / steps;
+        out.yields = ex.overlap_yields / steps;
+      });
   PairRun mean;
   for (const auto& r : runs) {
     mean.step_s += r.step_s / world;
@@ -286,37 +303,14 @@ void PipelineIdle(int pp, const std::vector<std::string>& schedules, int steps) 
     const std::string yaml = PipeSpec(pp, name, steps);
     auto spec = ParseJobSpec(yaml, "bench-pipeline.yaml");
     if (!spec.ok()) Fail("spec", spec.status());
-    auto comms = Connect(pp);
-    std::string root = std::filesystem::temp_directory_path() / ("shoal-bench-overlap-" + std::to_string(getpid()));
     std::vector<dist::PipelineTiming> timing(static_cast<size_t>(pp));
     std::vector<dist::DistLayout> layouts(static_cast<size_t>(pp));
     std::vector<int64_t> steps_run(static_cast<size_t>(pp));
-    std::vector<std::thread> threads;
-    for (int r = 0; r < pp; ++r) {
-      threads.emplace_back([&, r] {
-        NullEvents events;
-        dist::DistConfig config;
-        config.trainer.spec = *spec;
-        config.trainer.job_id = "bench";
-        config.trainer.epoch = 1;
-        config.trainer.pp_rank = static_cast<uint32_t>(r);
-        config.trainer.checkpoint_root = root;
-        config.trainer.threads = 0;
-        config.trainer.eval_batches = 0;
-        config.connect = false;
-        for (int p = 0; p < pp; ++p) config.peers[p] = comms[static_cast<size_t>(p)]->address();
-        auto t = dist::DistributedTrainer::Create(std::move(config), comms[static_cast<size_t>(r)].get(), &events);
-        if (!t.ok()) Fail("trainer", t.status());
-        std::atomic<bool> stop{false};
-        Status s = (*t)->Run(stop);
-        if (!s.ok()) Fail("run", s);
-        timing[static_cast<size_t>(r)] = (*t)->pipeline_timing();
-        layouts[static_cast<size_t>(r)] = (*t)->layout();
-        steps_run[static_cast<size_t>(r)] = (*t)->steps_run();
-      });
-    }
-    for (auto& t : threads) t.join();
-    std::filesystem::remove_all(root);
+    RunAllRanks(*spec, [](dist::DistConfig&) {}, [&](int r, dist::DistributedTrainer& t, double) {
+      timing[static_cast<size_t>(r)] = t.pipeline_timing();
+      layouts[static_cast<size_t>(r)] = t.layout();
+      steps_run[static_cast<size_t>(r)] = t.steps_run();
+    });
 
     // Per-stage op costs, averaged over every rank and micro-batch that ran the stage.
     const dist::DistLayout& l0 = layouts[0];
